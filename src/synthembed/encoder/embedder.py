@@ -1,0 +1,134 @@
+"""The embedding model: a SentenceTransformer set up the E5-mistral way.
+
+Decoder backbones feed plain text (never a chat template) with an EOS token appended by the tokenizer's
+post-processor, pad on the left, and pool the last token, i.e. the EOS. Because the EOS rule lives in the saved
+``tokenizer.json``, a folder written by :meth:`Embedder.save` loads with plain ``SentenceTransformer(path)`` and
+gives the same embeddings. Encoder backbones use mean pooling. Queries carry the task as an instruction;
+documents carry none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+from tokenizers.processors import TemplateProcessing
+
+from synthembed.encoder.precision import Precision, autocast, resolve_precision
+from synthembed.encoder.references import resolve_model
+from synthembed.errors import UserError
+from synthembed.params import ModelParams
+
+INSTRUCTION_TEMPLATE = "Instruct: {task}\nQuery: "
+
+# Plain-text modality: sentence-transformers 6 would otherwise render an instruct model's chat template.
+PLAIN_TEXT_MODALITY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
+
+
+def query_prompt(instruction: str | None) -> str:
+    """The E5 query prefix for ``instruction`` ("" when there is none)."""
+    return INSTRUCTION_TEMPLATE.format(task=instruction.strip()) if instruction and instruction.strip() else ""
+
+
+def is_decoder(model_dir: Path) -> bool:
+    config = json.loads((model_dir / "config.json").read_text())
+    return any(arch.endswith("ForCausalLM") for arch in config.get("architectures") or [])
+
+
+def append_eos(tokenizer) -> None:
+    """Make the fast tokenizer append EOS to every sequence (kept through truncation and saving)."""
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    if eos is None or eos_id is None:
+        raise UserError("the backbone's tokenizer defines no EOS token; set model.append_eos: false")
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, eos_id)]
+    )
+
+
+def build_sentence_transformer(model_dir: Path, params: ModelParams) -> SentenceTransformer:
+    """A fresh SentenceTransformer over a plain Hugging Face checkpoint, following ``params``."""
+    decoder = is_decoder(model_dir)
+    kwargs = {"modality_config": PLAIN_TEXT_MODALITY, "module_output_name": "token_embeddings"} if decoder else {}
+    transformer = Transformer(str(model_dir), max_seq_length=params.max_seq_length, **kwargs)
+    tokenizer = transformer.tokenizer
+    if decoder:
+        if params.append_eos:
+            append_eos(tokenizer)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    pooling = params.pooling if params.pooling != "auto" else ("lasttoken" if decoder else "mean")
+    modules: list[torch.nn.Module] = [
+        transformer,
+        Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling),
+    ]
+    if params.normalize:
+        modules.append(Normalize())
+    return SentenceTransformer(modules=modules, similarity_fn_name="cosine")
+
+
+def load_sentence_transformer(reference: str, params: ModelParams) -> SentenceTransformer:
+    """Load a saved SentenceTransformer folder as is, or build one over a plain checkpoint."""
+    model_dir = resolve_model(reference)
+    if (model_dir / "modules.json").exists():
+        model = SentenceTransformer(str(model_dir))
+        model.max_seq_length = params.max_seq_length
+    else:
+        model = build_sentence_transformer(model_dir, params)
+    model.model_card_data.model_name = _display_name(reference)
+    return model
+
+
+class Embedder:
+    """Encodes queries (with an instruction) and documents (without) into normalised vectors."""
+
+    def __init__(self, model: SentenceTransformer, precision: Precision = "auto", batch_size: int = 32) -> None:
+        self.model = model
+        self.precision = resolve_precision(precision)
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, reference: str, params: ModelParams | None = None) -> Embedder:
+        params = params or ModelParams()
+        return cls(load_sentence_transformer(reference, params), params.dtype, params.batch_size)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    @property
+    def tokenizer(self):
+        return self.model[0].tokenizer
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts``; with ``instruction`` they are queries and get the E5 prefix."""
+        if show_progress is None:
+            show_progress = len(texts) > 4 * (batch_size or self.batch_size)
+        with torch.inference_mode(), autocast(self.precision):
+            embeddings = self.model.encode(
+                list(texts),
+                prompt=query_prompt(instruction) or None,
+                batch_size=batch_size or self.batch_size,
+                show_progress_bar=show_progress,
+                convert_to_numpy=False,
+                convert_to_tensor=True,
+            )
+        return embeddings.float().cpu().numpy()
+
+    def save(self, path: str | Path) -> None:
+        self.model.save(str(path))
+
+
+def _display_name(reference: str) -> str:
+    return reference.removeprefix("builtin:").rstrip("/").split("/")[-1] or reference
