@@ -6,11 +6,13 @@ This module only parses arguments and reports errors; the work lives in the stag
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -70,6 +72,36 @@ def _params(path: Path):
     return load_params(path)
 
 
+@contextlib.contextmanager
+def tracked(
+    config,
+    stage: str,
+    sections: list[str],
+    inputs: list[str],
+    artifacts: list[str],
+    sample_of: str | None = None,
+) -> Iterator[dict]:
+    """Record a stage as one MLflow run: its params sections, input hash, the metrics it returns, artifacts,
+    and the first lines of a large JSONL output (``sample_of``) as a sample."""
+    import tempfile
+
+    from synthembed.tracking import stage_run
+
+    with stage_run(config, stage, sections=sections, inputs=inputs) as run:
+        metrics: dict = {}
+        yield metrics
+        run.log_metrics(metrics)
+        for artifact in artifacts:
+            if Path(artifact).exists():
+                run.log_artifact(artifact)
+        if sample_of and Path(sample_of).exists():
+            with tempfile.TemporaryDirectory() as folder:
+                sample = Path(folder) / f"sample_{Path(sample_of).name}"
+                with open(sample_of, encoding="utf-8") as source:
+                    sample.write_text("".join(itertools.islice(source, 20)), encoding="utf-8")
+                run.log_artifact(sample)
+
+
 def default_model(config) -> str:
     """The trained embedder when the pipeline has produced one, else the untrained backbone."""
     trained = Path(config.evaluate.model)
@@ -80,7 +112,9 @@ def default_model(config) -> str:
 @reports_errors
 def embed(
     texts: Annotated[list[str] | None, typer.Argument(help="texts to embed")] = None,
-    input: Annotated[Path | None, typer.Option("--input", "-i", help="plain lines or JSONL with a 'text' field")] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="plain lines or JSONL with a 'text' field")
+    ] = None,
     instruction: Annotated[str | None, typer.Option(help="embed as queries with this task instruction")] = None,
     model: ModelOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help=".npy or .jsonl; printed if omitted")] = None,
@@ -88,10 +122,10 @@ def embed(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Embed texts (queries with --instruction, documents without)."""
+    config = _params(params)  # fail fast on a bad params file, before the heavy imports
     from synthembed.encoder import Embedder
     from synthembed.io import atomic_write, read_texts
 
-    config = _params(params)
     inputs = list(texts or [])
     if input is not None:
         inputs += read_texts(input)
@@ -115,6 +149,188 @@ def embed(
                 handle.write(json.dumps({"text": text, "embedding": vector.tolist()}, ensure_ascii=False) + "\n")
     if output is not None:
         typer.echo(f"wrote {len(inputs)} embeddings of dimension {vectors.shape[1]} to {output}", err=True)
+
+
+@app.command()
+@reports_errors
+def search(
+    queries: Annotated[list[str], typer.Argument(help="one or more queries")],
+    corpus: Annotated[Path, typer.Option(help="plain lines, JSONL with 'text' ('id'), or BEIR corpus")],
+    instruction: Annotated[
+        str | None, typer.Option(help="task instruction for the queries")
+    ] = "Given a query, retrieve relevant passages that answer the query",
+    model: ModelOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="hits per query")] = 10,
+    index: Annotated[Path | None, typer.Option(help="index folder (default: <corpus>.index)")] = None,
+    backend: Annotated[str, typer.Option(help="numpy (exact) or faiss (approximate, optional)")] = "numpy",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Search a corpus; its embeddings are kept in an index and reused until the corpus or model changes."""
+    from synthembed.search import format_results, run_search
+
+    if backend not in ("numpy", "faiss"):
+        raise UserError(f"--backend must be numpy or faiss, not {backend!r}")
+    config = _params(params)
+    reference = model or default_model(config)
+    results = run_search(
+        config, queries, corpus, reference, instruction=instruction, k=top_k, index_dir=index, backend=backend
+    )
+    typer.echo(json.dumps(results.to_json(), ensure_ascii=False, indent=2) if as_json else format_results(results))
+    state = "reused" if results.reused else "built"
+    typer.echo(f"{state} index {results.index_dir} ({results.documents} documents, {reference})", err=True)
+
+
+@app.command()
+@reports_errors
+def serve(
+    model: ModelOption = None,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="SYNTHEMBED_API_KEY", show_default=False, help="require this bearer token"),
+    ] = None,
+    max_inputs: Annotated[int, typer.Option(min=1, help="texts per request (more: 413)")] = 256,
+    max_input_tokens: Annotated[
+        int | None, typer.Option(min=1, help="tokens per text (more: 413); default: the model's maximum")
+    ] = None,
+    batching: Annotated[bool, typer.Option(help="merge concurrent requests into one encode call")] = True,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Serve the embedder over HTTP with an OpenAI-compatible POST /v1/embeddings."""
+    config = _params(params)  # before the heavy imports: a bad params file fails at once
+
+    from synthembed.encoder import Embedder
+    from synthembed.serve import Limits, bind, create_app
+    from synthembed.serve import serve as run_server
+
+    reference = model or default_model(config)
+    with bind(host, port) as sock:  # fail fast on a busy port; closed if the model fails to load
+        embedder = Embedder.load(reference, config.model)
+        limits = Limits(max_inputs, max_input_tokens, max_batch_texts=max(max_inputs, 256))
+        app_ = create_app(embedder, reference, api_key=api_key, limits=limits, batching=batching)
+        guarded = " (bearer token needed)" if api_key else ""
+        where = f"http://{host}:{sock.getsockname()[1]}/v1"
+        typer.echo(f"serving {reference} ({embedder.dimension} dims): {where}{guarded}", err=True)
+        run_server(app_, sock)
+
+
+@app.command()
+@reports_errors
+def evaluate(
+    model: ModelOption = None,
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tasks",
+            help="MTEB task name or BEIR folder; repeat or comma-separate. Tasks named here run in full "
+            "unless --max-queries/--max-documents are given; evaluate.tasks use the params subset",
+        ),
+    ] = None,
+    max_queries: Annotated[int | None, typer.Option(min=1, help="subsample queries / test items")] = None,
+    max_documents: Annotated[int | None, typer.Option(min=1, help="subsample retrieval documents")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="default: evaluate.output")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Score a model with MTEB on local real data (bundled MTEB tasks or your own BEIR folder)."""
+    config = _params(params)
+    from synthembed.evaluate import run_evaluate
+
+    if tasks or max_queries or max_documents:
+        config.evaluate.max_queries, config.evaluate.max_documents = max_queries, max_documents
+    output = output or Path(config.evaluate.output)
+    names = [name.strip() for item in tasks or config.evaluate.tasks for name in item.split(",")]
+    names = [name for name in names if name]
+    reference = model or default_model(config)
+    inputs = [reference] if Path(reference).exists() else []
+    with tracked(config, "evaluate", ["model", "evaluate"], inputs, [str(output)]) as metrics:
+        metrics.update(run_evaluate(config, reference, names, output))
+    summary = ", ".join(f"{name} {scores['main_score']:.4f}" for name, scores in metrics.items())
+    typer.echo(f"wrote {output}: {summary}", err=True)
+
+
+@app.command()
+@reports_errors
+def register(params: ParamsOption = Path("params.yaml")) -> None:
+    """Register the trained embedder in MLflow; it becomes the champion only if it scores higher."""
+    from synthembed.tracking import run_register
+
+    result = run_register(_params(params))
+    verdict = "promoted to" if result["promoted"] else "kept below"
+    reason = f"{result['metric']}: {result['reason']}"
+    typer.echo(f"{result['reference']} {verdict} {result['champion']} ({reason})")
+
+
+@app.command()
+@reports_errors
+def brainstorm(params: ParamsOption = Path("params.yaml")) -> None:
+    """Ask the LLM (llm.model) for task definitions; writes brainstorm.output and metrics/brainstorm.json."""
+    from synthembed.synth import run_brainstorm
+
+    config = _params(params)
+    with tracked(config, "brainstorm", ["seed", "llm", "brainstorm"], [], [config.brainstorm.output]) as metrics:
+        metrics.update(run_brainstorm(config))
+    typer.echo(_llm_summary("brainstorm", metrics, "tasks"), err=True)
+
+
+@app.command()
+@reports_errors
+def generate(params: ParamsOption = Path("params.yaml")) -> None:
+    """Write one training example per sampled request; writes generate.output and metrics/generate.json."""
+    from synthembed.synth import run_generate
+
+    config = _params(params)
+    inputs = [config.brainstorm.output]
+    artifacts = ["metrics/generate.json"]
+    with tracked(config, "generate", ["seed", "llm", "generate"], inputs, artifacts, config.generate.output) as metrics:
+        metrics.update(run_generate(config))
+    typer.echo(_llm_summary("generate", metrics, "valid examples"), err=True)
+
+
+def _llm_summary(stage: str, metrics: dict, what: str) -> str:
+    line = (
+        f"{stage}: {metrics['valid']} {what}, {metrics['rejected']} rejected, "
+        f"{metrics['requests']} requests, {metrics['cache_hits']} cached, "
+        f"${metrics['cost_usd']:.4f}, {metrics['wall_time_s']:.1f} s"
+    )
+    if metrics["budget_exhausted"]:
+        line += f"; stopped at the budget (llm.budget_usd), {metrics['skipped_for_budget']} requests not sent"
+    return line
+
+
+@app.command()
+@reports_errors
+def prepare(params: ParamsOption = Path("params.yaml")) -> None:
+    """Turn synthetic examples and labeled sets into training records (data/train/)."""
+    from synthembed.data.prepare import run_prepare
+
+    config = _params(params)
+    inputs = [config.prepare.synthetic, *config.prepare.labeled]
+    with tracked(config, "prepare", ["seed", "prepare"], inputs, ["metrics/prepare.json"]) as metrics:
+        metrics.update(run_prepare(config))
+    typer.echo(
+        f"prepared {metrics['train']} training and {metrics['validation']} validation records "
+        f"({metrics['with_negative']} with a hard negative) in {config.prepare.output_dir}"
+    )
+
+
+@app.command()
+@reports_errors
+def train(params: ParamsOption = Path("params.yaml")) -> None:
+    """Fine-tune the backbone with LoRA and InfoNCE; writes models/adapter and models/embedder."""
+    from synthembed.train.trainer import run_train
+
+    config = _params(params)
+    sections = ["seed", "model", "lora", "train"]
+    artifacts = ["metrics/train.json", "metrics/train_loss.csv"]
+    with tracked(config, "train", sections, [config.prepare.output_dir], artifacts) as metrics:
+        metrics.update(run_train(config))
+    typer.echo(
+        f"trained {metrics['steps']} steps in {metrics['train_time_s']:.0f} s, "
+        f"final loss {metrics['final_loss']:.3f} (best {metrics['best_loss']:.3f}); "
+        f"embedder saved to {Path(config.train.output_dir) / 'embedder'}"
+    )
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m synthembed`

@@ -6,6 +6,7 @@ so a misspelt key or an out-of-range value fails before any work starts.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -43,12 +44,12 @@ class LLMParams(Section):
     fallbacks: list[str] = []
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(1024, ge=16)
-    max_concurrency: int = Field(8, ge=1)
-    max_retries: int = Field(3, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
-    budget_usd: float = Field(5.0, ge=0)
-    cache_dir: str = "data/synthetic/cache"
+    max_tokens: int = Field(256, ge=16)  # raise for hosted models (long_long documents need about 1000)
+    max_concurrency: int = Field(8, ge=1)  # requests in flight; the local provider batches up to this many
+    max_retries: int = Field(3, ge=0)  # retries with exponential backoff on 429, 5xx, timeouts
+    timeout_s: float = Field(600.0, gt=0)  # per request
+    budget_usd: float = Field(5.0, ge=0)  # stop sending once the accounted cost reaches this
+    cache_dir: str = "data/synthetic/cache"  # response cache and raw-response journals
 
     @model_validator(mode="after")
     def _no_inline_secrets(self) -> LLMParams:
@@ -61,13 +62,15 @@ class LLMParams(Section):
 class BrainstormParams(Section):
     kinds: list[BrainstormKind] = ["short_long", "long_short", "short_short", "long_long"]
     requests_per_kind: int = Field(1, ge=1)
-    tasks_per_request: int = Field(20, ge=1)
+    tasks_per_request: int = Field(8, ge=1)  # the paper asks for about 20; fewer fit a small model's output
     output: str = "data/synthetic/tasks.jsonl"
 
 
 class GenerateParams(Section):
     kinds: dict[TaskKind, float] = Field(
-        default_factory=lambda: {k: 1.0 for k in ("short_long", "long_short", "short_short", "long_long", "sts", "bitext")}
+        default_factory=lambda: {
+            k: 1.0 for k in ("short_long", "long_short", "short_short", "long_long", "sts", "bitext")
+        }
     )
     num_examples: int = Field(24, ge=1)
     languages: list[str] | Literal["all"] = ["English"]
@@ -95,27 +98,32 @@ class LoraParams(Section):
 
 
 class TrainParams(Section):
-    lr: float = Field(1e-4, gt=0)
-    warmup_steps: int = Field(100, ge=0)
+    """Defaults fit the offline pipeline (2 CPU cores); docs/training.md gives the paper's values and why."""
+
+    lr: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.1, ge=0)
-    batch_size: int = Field(32, ge=2)
+    batch_size: int = Field(16, ge=2)
     mini_batch_size: int | None = Field(None, ge=1)  # set: GradCache with this chunk size
     epochs: int = Field(1, ge=1)
-    max_steps: int = Field(-1, ge=-1)
-    max_seq_length: int = Field(512, ge=8)
-    temperature: float = Field(0.02, gt=0)
+    max_steps: int = Field(10, ge=-1)  # -1: run all epochs
+    max_seq_length: int = Field(128, ge=8)
+    temperature: float = Field(0.05, gt=0)  # the paper's 0.02 collapsed SmolLM2-135M (docs/training.md)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True  # batch 16 x 3 texts x 128 tokens needs ~16 GB without it
     devices: int = Field(1, ge=1)
     deepspeed: Literal["none", "zero2", "zero3"] = "none"
-    save_steps: int = Field(50, ge=1)
+    save_steps: int = Field(4, ge=1)
     output_dir: str = "models"
+    checkpoint_dir: str = "checkpoints/train"  # outside the DVC output, so a killed run can resume
+    collapse_ratio: float = Field(0.3, ge=0, lt=1)  # fail if doc spread < ratio x initial spread; 0: off
 
     @model_validator(mode="after")
     def _gradcache_excludes_zero3(self) -> TrainParams:
         if self.mini_batch_size is not None and self.deepspeed == "zero3":
             raise ValueError(
-                "train.mini_batch_size (GradCache) cannot be combined with train.deepspeed: zero3; choose one"
+                "train.mini_batch_size (GradCache) cannot be combined with train.deepspeed: zero3 (no known "
+                "implementation makes them work together); choose one"
             )
         return self
 
@@ -123,21 +131,38 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     model: str = "models/embedder"
     tasks: list[str] = ["SciFact", "STSBenchmark", "Banking77Classification"]
-    max_queries: int | None = Field(None, ge=1)  # subsample retrieval tasks (not comparable to MTEB then)
+    # Subsampling for small compute budgets (None = the whole test split; a subset is not comparable to MTEB):
+    # max_queries caps retrieval queries, STS pairs and classification test texts; max_documents caps the
+    # retrieval corpus (every judged document of the kept queries stays, plus seeded random distractors).
+    max_queries: int | None = Field(None, ge=1)
     max_documents: int | None = Field(None, ge=1)
+    instructions: Literal["auto", "always", "never"] = "auto"  # auto: instructions for decoder backbones only
+    data_dir: str | None = None  # bundled task data; None: the repository's data/eval
     output: str = "metrics/eval.json"
     results_dir: str = "metrics/mteb"
 
 
 class RegisterParams(Section):
-    model_name: str = "synthembed"
-    metric: str = "SciFact.ndcg_at_10"
+    """Which model goes to the MLflow registry, and the score that decides whether it becomes the champion."""
+
+    model_name: str = Field("synthembed", pattern=r"^[\w.-]+$")
+    metric: str = "SciFact.ndcg_at_10"  # dotted path into evaluate.output; higher is better
     model: str = "models/embedder"
+    alias: str = Field("champion", pattern=r"^[A-Za-z_][\w-]*$")
+    output: str = "metrics/register.json"
 
 
 class MlflowParams(Section):
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "synthembed"
+    """Where runs and registered models go; credentials come from MLFLOW_TRACKING_* environment variables."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides it
+    experiment: str = Field("synthembed", min_length=1)
+
+    @model_validator(mode="after")
+    def _no_inline_credentials(self) -> MlflowParams:
+        if re.search(r"://[^/@]+:[^/@]+@", self.tracking_uri):
+            raise ValueError("credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD, never in params.yaml")
+        return self
 
 
 # ``register`` is a stage name; pydantic warns only because ABCMeta also has a ``register`` method.

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+from sentence_transformers.util import batch_to_device
 from tokenizers.processors import TemplateProcessing
+from tqdm.auto import trange
 
 from synthembed.encoder.precision import Precision, autocast, resolve_precision
 from synthembed.encoder.references import resolve_model
@@ -99,7 +101,7 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        return int(self.model.get_embedding_dimension())
 
     @property
     def tokenizer(self):
@@ -112,19 +114,33 @@ class Embedder:
         batch_size: int | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        """Embed ``texts``; with ``instruction`` they are queries and get the E5 prefix."""
+        """Embed ``texts``; with ``instruction`` they are queries and get the E5 prefix.
+
+        Batches hold texts of similar token length (sentence-transformers sorts by characters), so less
+        compute goes on padding; the model itself runs unchanged, one batch at a time.
+        """
+        texts = list(texts)
+        if not texts:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        batch_size = batch_size or self.batch_size
         if show_progress is None:
-            show_progress = len(texts) > 4 * (batch_size or self.batch_size)
+            show_progress = len(texts) > 4 * batch_size
+        prompt = query_prompt(instruction) or None
+        order = self._longest_first(texts)
+        embeddings = torch.empty(len(texts), self.dimension)
+        self.model.eval()
         with torch.inference_mode(), autocast(self.precision):
-            embeddings = self.model.encode(
-                list(texts),
-                prompt=query_prompt(instruction) or None,
-                batch_size=batch_size or self.batch_size,
-                show_progress_bar=show_progress,
-                convert_to_numpy=False,
-                convert_to_tensor=True,
-            )
-        return embeddings.float().cpu().numpy()
+            for start in trange(0, len(texts), batch_size, desc="Batches", disable=not show_progress):
+                batch = order[start : start + batch_size]
+                features = self.model.preprocess([texts[i] for i in batch], prompt=prompt)
+                features = batch_to_device(features, self.model.device)
+                embeddings[batch] = self.model(features)["sentence_embedding"].float().cpu()
+        return embeddings.numpy()
+
+    def _longest_first(self, texts: list[str]) -> list[int]:
+        """Indices of ``texts`` by token count (after truncation), longest first."""
+        tokens = self.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length)["input_ids"]
+        return sorted(range(len(texts)), key=lambda i: -len(tokens[i]))
 
     def save(self, path: str | Path) -> None:
         self.model.save(str(path))

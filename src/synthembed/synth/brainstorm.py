@@ -1,0 +1,80 @@
+"""Brainstorm: the LLM invents task definitions for the four asymmetric kinds (sts and bitext have none)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from synthembed.io import write_json, write_jsonl
+from synthembed.params import Params
+from synthembed.synth import prompts
+from synthembed.synth.client import LLMClient, Reply, Request
+from synthembed.synth.parsing import extract_json, salvage_strings
+from synthembed.synth.stage import llm_metrics, request_seed
+from synthembed.synth.taxonomy import BRAINSTORM_SCHEMA, validate_tasks
+
+METRICS_PATH = Path("metrics/brainstorm.json")
+
+
+def brainstorm_requests(config: Params) -> list[Request]:
+    settings = config.brainstorm
+    requests = []
+    for kind in dict.fromkeys(settings.kinds):
+        prompt = prompts.render("brainstorm", kind, num_tasks=settings.tasks_per_request)
+        for index in range(settings.requests_per_kind):
+            requests.append(
+                Request(
+                    messages=prompts.messages(prompt),
+                    schema_name=f"brainstorm_{kind}",
+                    schema=BRAINSTORM_SCHEMA,
+                    seed=request_seed(config.seed, "brainstorm", kind, index),
+                    meta={"kind": kind, "request": index},
+                )
+            )
+    return requests
+
+
+def run_brainstorm(config: Params) -> dict[str, Any]:
+    """Write ``brainstorm.output`` (one task a line) and ``metrics/brainstorm.json``; return the metrics."""
+    started = time.perf_counter()
+    client = LLMClient(config.llm, "brainstorm")
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    rejected: Counter[str] = Counter()
+    per_kind: dict[str, Counter[str]] = {}
+
+    def on_reply(reply: Reply) -> str | None:
+        kind = reply.request.meta["kind"]
+        counts = per_kind.setdefault(kind, Counter())
+        tasks = None
+        if reply.content is not None:
+            # A list cut off by max_tokens still holds complete task strings worth keeping.
+            tasks = validate_tasks(extract_json(reply.content)) or validate_tasks(salvage_strings(reply.content))
+        reason = reply.error or (None if tasks else "no_task_list")
+        if reason:
+            rejected[reason] += 1
+            counts[reason] += 1
+            return reason
+        for task in tasks or []:
+            if (kind, task) in found:
+                rejected["duplicate_task"] += 1
+                counts["duplicate_task"] += 1
+                continue
+            found[(kind, task)] = {
+                "kind": kind,
+                "task": task,
+                "request": reply.request.meta["request"],
+                "model": reply.model,
+            }
+            counts["tasks"] += 1
+        return None
+
+    stats = client.run(brainstorm_requests(config), on_reply, desc="brainstorm")
+    rows = sorted(found.values(), key=lambda row: (row["kind"], row["request"]))
+    write_jsonl(config.brainstorm.output, rows)
+    metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(rows), rejected)
+    metrics["tasks_per_kind"] = {kind: counts["tasks"] for kind, counts in sorted(per_kind.items())}
+    metrics["per_kind"] = {kind: dict(counts) for kind, counts in sorted(per_kind.items())}
+    write_json(METRICS_PATH, metrics)
+    return metrics

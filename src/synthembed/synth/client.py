@@ -1,0 +1,251 @@
+"""Every LLM call of the pipeline: LiteLLM Router (fallbacks, retries with backoff), a concurrency bound,
+the disk cache and journal, cost accounting, the budget stop, and a live progress bar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from synthembed.errors import UserError
+from synthembed.params import LLMParams
+
+# litellm must not reach the network for its price list or tokenizers; set before it is imported.
+for _key, _value in {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_OFFLINE_MODE": "true"}.items():
+    os.environ.setdefault(_key, _value)
+
+PRIMARY = "primary"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt to send; ``schema`` asks for structured output where the provider supports it."""
+
+    messages: list[dict[str, str]]
+    schema_name: str
+    schema: dict[str, Any]
+    seed: int | None = None  # a sampling seed per request: repeated prompts still get distinct answers
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    request: Request
+    content: str | None = None
+    model: str | None = None
+    source: str = "llm"  # llm | cache | journal
+    error: str | None = None
+
+
+# What ``on_reply`` returns: None for an accepted answer, else the rejection reason.
+Outcome = str | None
+
+
+@dataclass
+class Stats:
+    requests: int = 0  # calls that reached a provider
+    cache_hits: int = 0
+    journal_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_replies: int = 0
+    failed: Counter = field(default_factory=Counter)
+    skipped_for_budget: int = 0
+    budget_exhausted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "failed"}
+        data["failed"] = dict(self.failed)
+        data["cost_usd"] = round(self.cost_usd, 8)
+        return data
+
+
+class LLMClient:
+    """Send requests concurrently through a LiteLLM Router, answering from journal or cache where possible."""
+
+    def __init__(self, params: LLMParams, journal_name: str):
+        import litellm
+        from litellm import Router
+        from litellm.caching.caching import Cache
+
+        from synthembed.synth.cache import DiskResponseCache, Journal
+
+        self.params = params
+        litellm.drop_params = True  # providers without e.g. response_format get the prompt alone
+        litellm.suppress_debug_info = True
+        if any(model.startswith("local/") for model in (params.model, *params.fallbacks)):
+            from synthembed.synth.local_provider import register
+
+            register()
+        cache_dir = Path(params.cache_dir)
+        litellm.cache = Cache(type="local")
+        litellm.cache.cache = DiskResponseCache(cache_dir / "responses")
+        self.journal = Journal(cache_dir / f"{journal_name}.journal.jsonl")
+        models = [params.model, *params.fallbacks]
+        names = [PRIMARY] + [f"fallback-{i}" for i in range(len(params.fallbacks))]
+        self.router = Router(
+            model_list=[
+                {"model_name": name, "litellm_params": self._deployment(model)}
+                for name, model in zip(names, models, strict=True)
+            ],
+            fallbacks=[{PRIMARY: names[1:]}] if params.fallbacks else [],
+            num_retries=params.max_retries,
+            timeout=params.timeout_s,
+            retry_after=0,
+            disable_cooldowns=True,
+        )
+        self.stats = Stats()
+
+    def _deployment(self, model: str) -> dict[str, Any]:
+        deployment: dict[str, Any] = {"model": model, "timeout": self.params.timeout_s, "max_retries": 0}
+        if self.params.api_base:
+            deployment["api_base"] = self.params.api_base
+        return deployment
+
+    def sampling(self) -> dict[str, Any]:
+        return {
+            "temperature": self.params.temperature,
+            "top_p": self.params.top_p,
+            "max_tokens": self.params.max_tokens,
+        }
+
+    def request_key(self, request: Request) -> str:
+        """Identity of a request: every model, the messages, the sampling and the answer schema."""
+        material = {
+            "models": [self.params.model, *self.params.fallbacks],
+            "api_base": self.params.api_base,
+            "messages": request.messages,
+            "schema": request.schema,
+            "seed": request.seed,
+            **self.sampling(),
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+    def run(self, requests: Iterable[Request], on_reply: Callable[[Reply], Outcome], desc: str) -> Stats:
+        """Answer every request (or stop at the budget); ``on_reply`` parses each answer as it arrives."""
+        requests = list(requests)
+        try:
+            asyncio.run(self._run_all(requests, on_reply, desc))
+        finally:
+            self.journal.close()
+        return self.stats
+
+    async def _run_all(self, requests: list[Request], on_reply: Callable[[Reply], Outcome], desc: str) -> None:
+        semaphore = asyncio.Semaphore(self.params.max_concurrency)
+        rejected = Counter()
+        bar = tqdm(total=len(requests), desc=desc, unit="req", dynamic_ncols=True, mininterval=0.5)
+
+        async def one(request: Request) -> None:
+            async with semaphore:
+                reply = await self._answer(request)
+            if reply is None:
+                bar.update(1)
+                return
+            outcome = on_reply(reply)
+            if outcome is not None:
+                rejected[outcome] += 1
+            bar.update(1)
+            bar.set_postfix(
+                cached=self.stats.cache_hits + self.stats.journal_hits,
+                rejected=sum(rejected.values()),
+                cost=f"${self.stats.cost_usd:.4f}",
+                refresh=False,
+            )
+
+        try:
+            await asyncio.gather(*(one(request) for request in requests))
+        finally:
+            bar.close()
+
+    async def _answer(self, request: Request) -> Reply | None:
+        key = self.request_key(request)
+        entry = self.journal.get(key)
+        if entry is not None:
+            self.stats.journal_hits += 1
+            return Reply(request, content=entry["content"], model=entry["model"], source="journal")
+        if self._over_budget():
+            self.stats.skipped_for_budget += 1
+            return None
+        return await self._call(request, key)
+
+    def _over_budget(self) -> bool:
+        if self.stats.cost_usd > 0 and self.stats.cost_usd >= self.params.budget_usd:
+            self.stats.budget_exhausted = True
+        return self.stats.budget_exhausted
+
+    async def _call(self, request: Request, key: str) -> Reply:
+        import litellm
+
+        from synthembed.synth.taxonomy import response_format
+
+        try:
+            response = await self.router.acompletion(
+                model=PRIMARY,
+                messages=request.messages,
+                response_format=response_format(request.schema_name, request.schema),
+                caching=True,
+                seed=request.seed,
+                **self.sampling(),
+            )
+        except (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError) as exc:
+            raise UserError(
+                f"the LLM provider refused the request ({type(exc).__name__}): {_first_line(exc)}"
+            ) from None
+        except litellm.Timeout:
+            self.stats.requests += 1
+            self.stats.failed["timeout"] += 1
+            return Reply(request, error="timeout")
+        except litellm.RateLimitError:
+            self.stats.requests += 1
+            self.stats.failed["rate_limited"] += 1
+            return Reply(request, error="rate_limited")
+        except litellm.APIError as exc:
+            self.stats.requests += 1
+            reason = "server_error" if (getattr(exc, "status_code", 0) or 0) >= 500 else "request_failed"
+            self.stats.failed[reason] += 1
+            return Reply(request, error=reason)
+        hidden = getattr(response, "_hidden_params", {}) or {}
+        content = response.choices[0].message.content or ""
+        model = response.model or self.params.model
+        if hidden.get("cache_hit"):
+            self.stats.cache_hits += 1
+            cost = 0.0
+        else:
+            self.stats.requests += 1
+            usage = getattr(response, "usage", None)
+            self.stats.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+            self.stats.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+            cost = _cost(response, hidden)
+            if cost is None:
+                self.stats.unpriced_replies += 1
+                cost = 0.0
+            self.stats.cost_usd += cost
+        self.journal.append({"key": key, "model": model, "content": content, "cost_usd": cost, "at": time.time()})
+        return Reply(request, content=content, model=model, source="cache" if hidden.get("cache_hit") else "llm")
+
+
+def _cost(response: Any, hidden: dict[str, Any]) -> float | None:
+    """The provider's price for this reply as LiteLLM knows it; None for models LiteLLM has no price for."""
+    import litellm
+
+    if hidden.get("response_cost") is not None:
+        return float(hidden["response_cost"])
+    try:
+        return float(litellm.completion_cost(completion_response=response))
+    except Exception:  # noqa: BLE001 - unknown models simply have no price
+        return None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]

@@ -1,0 +1,132 @@
+"""Generate: one training example per request, from a sampled task, kind and template parameters.
+
+Requests are planned up front from ``seed`` alone (kind by weight, task uniformly from the brainstormed ones,
+template parameters per DESIGN 2.2), so a re-run or a resumed run asks for exactly the same prompts.
+sts and bitext have no brainstormed task: their prompts come from the template parameters only, and their
+records carry the fixed instruction the paper trains them with (``taxonomy.FIXED_TASKS``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from synthembed.errors import UserError
+from synthembed.io import read_jsonl, write_json, write_jsonl
+from synthembed.params import Params
+from synthembed.synth import prompts
+from synthembed.synth.client import LLMClient, Reply, Request
+from synthembed.synth.parsing import extract_json
+from synthembed.synth.stage import llm_metrics, request_seed
+from synthembed.synth.taxonomy import FIXED_TASKS, allowed_languages, json_schema, sample_params, validate
+
+METRICS_PATH = Path("metrics/generate.json")
+
+
+def load_tasks(config: Params) -> dict[str, list[str]]:
+    """Brainstormed tasks per kind, for every weighted kind that needs them."""
+    needed = [k for k, w in config.generate.kinds.items() if w > 0 and k not in FIXED_TASKS]
+    if not needed:
+        return {}
+    path = Path(config.brainstorm.output)
+    if not path.exists():
+        raise UserError(f"{path} not found: run `synthembed brainstorm` first (generate.kinds needs {needed[0]})")
+    tasks: dict[str, list[str]] = defaultdict(list)
+    for row in read_jsonl(path):
+        if isinstance(row.get("kind"), str) and isinstance(row.get("task"), str):
+            tasks[row["kind"]].append(row["task"])
+    missing = [kind for kind in needed if not tasks.get(kind)]
+    if len(missing) == len(needed) and not any(config.generate.kinds.get(k, 0) > 0 for k in FIXED_TASKS):
+        raise UserError(f"{path} holds no task for any weighted kind ({', '.join(missing)}); brainstorm again")
+    if missing:
+        # A weak model may brainstorm nothing usable for a kind: generate the other kinds and say so.
+        tqdm.write(f"warning: {path} holds no task for {', '.join(missing)}; those kinds are skipped")
+    return dict(tasks)
+
+
+def plan_requests(config: Params, tasks: dict[str, list[str]]) -> list[Request]:
+    """The run's requests, fixed by ``config.seed``."""
+    weights = {
+        kind: weight
+        for kind, weight in config.generate.kinds.items()
+        if weight > 0 and (kind in FIXED_TASKS or tasks.get(kind))
+    }
+    if not weights:
+        raise UserError("generate.kinds gives every kind weight 0; give at least one a positive weight")
+    languages = allowed_languages(config.generate.languages)
+    rng = random.Random(config.seed)
+    requests = []
+    for index in range(config.generate.num_examples):
+        kind = rng.choices(list(weights), list(weights.values()))[0]
+        task = FIXED_TASKS.get(kind) or rng.choice(tasks[kind])
+        params = sample_params(kind, rng, languages)
+        prompt = prompts.render("generate", kind, task=task, **params)
+        requests.append(
+            Request(
+                messages=prompts.messages(prompt),
+                schema_name=kind,
+                schema=json_schema(kind),
+                seed=request_seed(config.seed, "generate", index),
+                meta={"index": index, "kind": kind, "task": task, "params": params},
+            )
+        )
+    return requests
+
+
+def run_generate(config: Params) -> dict[str, Any]:
+    """Write ``generate.output`` (validated examples) and ``metrics/generate.json``; return the metrics."""
+    started = time.perf_counter()
+    requests = plan_requests(config, load_tasks(config))
+    client = LLMClient(config.llm, "generate")
+    candidates: dict[int, dict[str, Any]] = {}
+    rejected: Counter[str] = Counter()
+    per_kind: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def reject(kind: str, reason: str) -> str:
+        rejected[reason] += 1
+        per_kind[kind][f"rejected_{reason}"] += 1
+        return reason
+
+    def on_reply(reply: Reply) -> str | None:
+        meta = reply.request.meta
+        if reply.error is not None:
+            return reject(meta["kind"], reply.error)
+        value = extract_json(reply.content or "")
+        data, reason = (None, "no_json") if value is None else validate(meta["kind"], value)
+        if data is None:
+            return reject(meta["kind"], reason or "invalid")
+        params = meta["params"]
+        candidates[meta["index"]] = {
+            "kind": meta["kind"],
+            "task": meta["task"],
+            "language": params.get("language") or params["src_lang"],
+            "params": params,
+            "model": reply.model,
+            "data": data,
+        }
+        return None
+
+    stats = client.run(requests, on_reply, desc="generate")
+    # Drop exact duplicates in request order, so a resumed run keeps the same records as a clean one.
+    records, seen = [], set()
+    for index in sorted(candidates):
+        record = candidates[index]
+        fingerprint = json.dumps([record["kind"], record["data"]], sort_keys=True, ensure_ascii=False)
+        if fingerprint in seen:
+            reject(record["kind"], "duplicate")
+            continue
+        seen.add(fingerprint)
+        per_kind[record["kind"]]["valid"] += 1
+        records.append(record)
+    write_jsonl(config.generate.output, records)
+    metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), rejected)
+    metrics["planned"] = len(requests)
+    metrics["per_kind"] = {kind: dict(sorted(counts.items())) for kind, counts in sorted(per_kind.items())}
+    write_json(METRICS_PATH, metrics)
+    return metrics

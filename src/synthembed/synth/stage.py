@@ -1,0 +1,36 @@
+"""What brainstorm and generate share: the per-request seed and the metrics every LLM stage reports."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from typing import Any
+
+from synthembed.synth.client import Stats
+
+
+def request_seed(seed: int, *parts: object) -> int:
+    """A stable 31-bit sampling seed for one request, derived from the run's seed and its identity."""
+    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def llm_metrics(stats: Stats, model: str, wall_s: float, valid: int, rejected: Counter) -> dict[str, Any]:
+    """The numbers both stages report: traffic, cache use, tokens, cost, outcome counts and throughput."""
+    return {
+        "model": model,
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits + stats.journal_hits,
+        "journal_hits": stats.journal_hits,
+        "valid": valid,
+        "rejected": sum(rejected.values()),
+        "rejected_by_reason": dict(sorted(rejected.items())),
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "cost_usd": round(stats.cost_usd, 8),
+        "unpriced_replies": stats.unpriced_replies,
+        "budget_exhausted": stats.budget_exhausted,
+        "skipped_for_budget": stats.skipped_for_budget,
+        "wall_time_s": round(wall_s, 3),
+        "records_per_s": round(valid / wall_s, 3) if wall_s > 0 else None,
+    }

@@ -1,0 +1,187 @@
+"""The MLflow model registry: ``models:/`` and ``runs:/`` references, and registering the champion.
+
+``synthembed register`` logs the trained embedder with the sentence_transformers flavor, registers it, and
+moves the ``champion`` alias only when its score (a version tag) is strictly higher than the champion's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from synthembed.errors import UserError
+from synthembed.io import write_json
+from synthembed.params import Params
+from synthembed.tracking.runs import open_store, stage_run, tracking_uri
+
+MODEL_REFERENCE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+RUN_REFERENCE = re.compile(r"^runs:/(?P<run_id>[0-9a-f]+)/(?P<path>.+)$")
+MLFLOW_MODEL_DATA = "model.sentence_transformer"  # where the sentence_transformers flavor keeps the model
+
+
+def download_model(reference: str, uri: str | None = None) -> Path:
+    """The local model directory for ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/ID/PATH``.
+
+    Artifacts are immutable, so each model version (or run path) is downloaded once into the synthembed cache.
+    """
+    import mlflow
+
+    from synthembed.encoder.references import cache_dir
+
+    uri = uri or tracking_uri()
+    client = open_store(uri, create=False)
+    if match := MODEL_REFERENCE.match(reference):
+        version = _model_version(client, match["name"], match["alias"], match["version"])
+        source_uri, key = f"models:/{version.name}/{version.version}", f"{version.source}|{version.run_id}"
+        inside = "."  # a model version downloads as the model's folder itself
+    elif match := RUN_REFERENCE.match(reference):
+        _run(client, match["run_id"])
+        source_uri, key, inside = reference, reference, match["path"]  # kept under its artifact path
+    else:
+        raise UserError(
+            f"unknown MLflow reference {reference!r}; use models:/<name>@<alias>, models:/<name>/<version> "
+            "or runs:/<run_id>/<path>"
+        )
+    target = cache_dir() / "mlflow" / hashlib.sha256(key.encode()).hexdigest()[:20]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
+        try:
+            try:
+                mlflow.artifacts.download_artifacts(
+                    source_uri, dst_path=str(staging), tracking_uri=uri, registry_uri=uri
+                )
+            except (mlflow.exceptions.MlflowException, OSError) as exc:
+                first_line = str(getattr(exc, "message", exc)).splitlines()[0]
+                raise UserError(f"cannot download {reference}: {first_line}") from None
+            with contextlib.suppress(OSError):  # another process may have finished the same download first
+                staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return _model_folder(target / inside, reference)
+
+
+def _model_version(client, name: str, alias: str | None, number: str | None):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        names = ", ".join(m.name for m in client.search_registered_models()) or "none"
+        raise UserError(f"no registered model {name!r} in the MLflow registry (registered: {names})") from None
+    try:
+        return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    except MlflowException:
+        model = client.get_registered_model(name)
+        if alias:
+            known = ", ".join(sorted(model.aliases)) or "none"
+            raise UserError(f"registered model {name!r} has no alias {alias!r} (aliases: {known})") from None
+        latest = max((int(v.version) for v in client.search_model_versions(f"name='{name}'")), default=0)
+        raise UserError(f"registered model {name!r} has no version {number} (latest: {latest})") from None
+
+
+def _run(client, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"no MLflow run {run_id!r} in {client.tracking_uri}") from None
+
+
+def _model_folder(directory: Path, reference: str) -> Path:
+    """The SentenceTransformer (or plain checkpoint) folder inside a downloaded MLflow model or artifact."""
+    for candidate in (directory / MLFLOW_MODEL_DATA, directory):
+        if (candidate / "modules.json").exists() or (candidate / "config.json").exists():
+            return candidate
+    raise UserError(f"{reference} holds no SentenceTransformer model (no modules.json or config.json)")
+
+
+def metric_value(scores: Mapping[str, Any], metric: str, source: str) -> float:
+    """The number at dotted path ``metric`` (e.g. ``SciFact.ndcg_at_10``) in an evaluation result."""
+    node: Any = scores
+    for depth, part in enumerate(metric.split(".")):
+        if not isinstance(node, Mapping) or part not in node:
+            where = ".".join(metric.split(".")[:depth]) or "the top level"
+            known = ", ".join(map(str, node)) if isinstance(node, Mapping) else "nothing (not a mapping)"
+            raise UserError(f"register.metric {metric!r} not found in {source}: {where} has {known}")
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        raise UserError(f"register.metric {metric!r} in {source} is {node!r}, not a number")
+    return float(node)
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned without local version labels (``+cpu``); given explicitly so MLflow infers nothing."""
+    return [
+        f"{name}=={package_version(name).split('+')[0]}" for name in ("sentence-transformers", "transformers", "torch")
+    ]
+
+
+def run_register(config: Params) -> dict[str, Any]:
+    """Log and register the trained embedder; the champion alias moves to it only if it scores higher."""
+    import mlflow
+    import mlflow.sentence_transformers
+    from sentence_transformers import SentenceTransformer
+
+    settings = config.register
+    model_dir, scores_path = Path(settings.model), Path(config.evaluate.output)
+    if not (model_dir / "modules.json").exists():
+        raise UserError(f"register.model {model_dir} is not a SentenceTransformer folder (run `synthembed train`)")
+    try:
+        scores = json.loads(scores_path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{scores_path} not found; run `synthembed evaluate` first") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{scores_path} is not valid JSON ({exc.msg})") from None
+    score = metric_value(scores, settings.metric, str(scores_path))
+    score_tag = f"score.{settings.metric}"
+
+    with stage_run(config, "register", sections=["register"], inputs=[model_dir, scores_path]) as run:
+        client = mlflow.MlflowClient()
+        info = mlflow.sentence_transformers.log_model(
+            SentenceTransformer(str(model_dir), device="cpu"),
+            name="model",
+            pip_requirements=_pip_requirements(),
+            registered_model_name=settings.model_name,
+        )
+        version = str(info.registered_model_version)
+        client.set_model_version_tag(settings.model_name, version, score_tag, repr(score))
+        try:
+            champion = client.get_model_version_by_alias(settings.model_name, settings.alias)
+        except mlflow.exceptions.MlflowException:
+            champion = None
+        champion_score = float(champion.tags[score_tag]) if champion and score_tag in champion.tags else None
+        promoted = champion_score is None or score > champion_score
+        if champion is None:
+            reason = f"no {settings.alias} yet"
+        elif champion_score is None:
+            reason = f"{settings.alias} version {champion.version} has no {settings.metric} score"
+        else:
+            reason = f"{score!r} {'>' if promoted else '<='} {champion_score!r}"
+        if promoted:
+            client.set_registered_model_alias(settings.model_name, settings.alias, version)
+        result = {
+            "model_name": settings.model_name,
+            "version": int(version),
+            "metric": settings.metric,
+            "score": score,
+            "champion_version": int(champion.version) if champion else None,
+            "champion_score": champion_score,
+            "promoted": promoted,
+            "reason": reason,
+            "champion": f"models:/{settings.model_name}@{settings.alias}",
+            "reference": f"models:/{settings.model_name}/{version}",
+        }
+        write_json(settings.output, result)
+        run.log_metrics({"score": score, "champion_score": champion_score, "promoted": promoted})
+        run.log_artifact(settings.output)
+    return result

@@ -1,0 +1,116 @@
+"""Saving what training produced, then proving it was saved: adapter, merged embedder, reload-and-compare.
+
+Two failures seen in peers' trackers are guarded here: adapters written empty (ZeRO-3 partitions the LoRA
+weights, so a naive save stores empty or untrained tensors) and "the fine-tuned model scores like the base"
+(adapters not loaded). We therefore rebuild the models from the files just written, compare their
+embeddings with the trained model and with the untouched backbone, and check that the pooled position
+holds EOS.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
+from synthembed.encoder.embedder import query_prompt
+from synthembed.errors import UserError
+from synthembed.train.adapter import load_adapter_model, merge
+
+PROBE_TEXTS = (
+    "Aspirin lowers the risk of a second heart attack.",
+    "The committee postponed its vote on the new budget until next spring.",
+    "How do I reset the password of my online banking account?",
+    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen in plant cells.",
+)
+PROBE_INSTRUCTION = "Given a question, retrieve passages that answer it"
+SAME_TOLERANCE = 1e-3  # max |difference| between two loads of the same weights (fp32)
+MIN_CHANGE = 1e-4  # a trained adapter must move the embeddings at least this much
+
+
+def probe_embeddings(model: SentenceTransformer) -> np.ndarray:
+    """Queries (with the E5 prefix) and documents, the way the Embedder encodes them, in fp32."""
+    texts = [query_prompt(PROBE_INSTRUCTION) + text for text in PROBE_TEXTS[:2]] + list(PROBE_TEXTS[2:])
+    model.eval()
+    with torch.inference_mode():
+        return model.encode(texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True)
+
+
+def check_pooled_token_is_eos(model: SentenceTransformer) -> None:
+    """The last attended position of every row (what last-token pooling reads, on either padding side) is
+    EOS."""
+    tokenizer = model[0].tokenizer
+    if tokenizer.eos_token_id is None:
+        raise UserError("the decoder's tokenizer defines no EOS token (see model.append_eos)")
+    long_text = " ".join(PROBE_TEXTS) * 200  # longer than max_seq_length: EOS must survive truncation
+    features = model.preprocess([PROBE_TEXTS[0], long_text])
+    mask = features["attention_mask"]
+    positions = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)
+    pooled = features["input_ids"][torch.arange(mask.shape[0]), positions]
+    if not bool((pooled == tokenizer.eos_token_id).all()):
+        raise UserError(
+            f"the pooled (last) tokens are {pooled.tolist()}, not EOS {tokenizer.eos_token_id}: "
+            "the embedder would not pool the EOS hidden state"
+        )
+
+
+def write_dir(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a directory beside ``path`` and swap it in, so an interrupted save keeps no half model."""
+    path = Path(path)
+    tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_embedder(adapter_dir: Path, embedder_dir: Path) -> None:
+    """Merge the adapter read back from disk (not the in-memory copy) and save a plain SentenceTransformer."""
+    merged = merge(load_adapter_model(adapter_dir))
+    write_dir(embedder_dir, lambda tmp: merged.save(str(tmp)))
+
+
+def verify_saved(
+    trained: np.ndarray | None,
+    base: SentenceTransformer,
+    adapter_dir: Path,
+    embedder_dir: Path,
+    decoder: bool,
+) -> dict[str, float]:
+    """Reload both outputs and compare: adapter == merged (== trained in memory), and != untrained
+    backbone."""
+    from_adapter = probe_embeddings(load_adapter_model(adapter_dir))
+    merged = SentenceTransformer(str(embedder_dir))
+    if decoder:
+        check_pooled_token_is_eos(merged)
+    from_merged = probe_embeddings(merged)
+    report = {
+        "adapter_vs_merged": float(np.abs(from_adapter - from_merged).max()),
+        "adapter_vs_base": float(np.abs(from_adapter - probe_embeddings(base)).max()),
+    }
+    if trained is not None:
+        report["trained_vs_adapter"] = float(np.abs(trained - from_adapter).max())
+        if report["trained_vs_adapter"] > SAME_TOLERANCE:
+            raise UserError(
+                f"the saved adapter does not reproduce the trained model (max difference "
+                f"{report['trained_vs_adapter']:.2e}); the files under {adapter_dir} are incomplete"
+            )
+    if report["adapter_vs_merged"] > SAME_TOLERANCE:
+        raise UserError(
+            f"the merged embedder under {embedder_dir} differs from base + adapter "
+            f"(max difference {report['adapter_vs_merged']:.2e})"
+        )
+    if report["adapter_vs_base"] < MIN_CHANGE:
+        raise UserError(
+            f"the adapter under {adapter_dir} leaves the backbone unchanged: its LoRA weights were saved "
+            "empty or never trained"
+        )
+    return report

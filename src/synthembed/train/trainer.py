@@ -1,0 +1,241 @@
+"""The train stage: LoRA on the embedder's backbone, InfoNCE, sentence-transformers' trainer, safe export.
+
+One process trains directly; ``train.devices > 1`` or a DeepSpeed stage re-launches through
+:mod:`synthembed.train.distributed`, and each rank comes back here. Checkpoints land in
+``train.checkpoint_dir`` every ``train.save_steps``; a rerun with the same params resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.sampler import BatchSamplers
+from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from synthembed.data.prepare import TRAIN_FILE
+from synthembed.data.records import TrainRecord, read_records
+from synthembed.encoder.embedder import is_decoder, load_sentence_transformer, query_prompt
+from synthembed.encoder.precision import resolve_precision
+from synthembed.encoder.references import resolve_model
+from synthembed.errors import UserError
+from synthembed.io import atomic_write, write_json
+from synthembed.params import ModelParams, Params
+from synthembed.train import export
+from synthembed.train.adapter import (
+    attach_lora,
+    gathered,
+    load_adapter_weights,
+    lora_parameters,
+    save_adapter,
+)
+from synthembed.train.collapse import CollapseGuard
+from synthembed.train.distributed import deepspeed_config, in_distributed_run, launch, needs_launcher
+from synthembed.train.loss import build_loss
+
+METRICS_FILE = Path("metrics") / "train.json"
+LOSS_CURVE_FILE = Path("metrics") / "train_loss.csv"
+FINGERPRINT_FILE = "params.json"
+
+
+def training_model_params(config: Params) -> ModelParams:
+    """The embedder's settings, with the training sequence length."""
+    return config.model.model_copy(update={"max_seq_length": config.train.max_seq_length})
+
+
+def build_model(config: Params) -> SentenceTransformer:
+    """The backbone as an embedder (plain text + EOS, pooling per ``model.pooling``) with fresh LoRA
+    adapters."""
+    model = load_sentence_transformer(config.model.backbone, training_model_params(config))
+    if is_decoder(resolve_model(config.model.backbone)) and config.model.append_eos:
+        export.check_pooled_token_is_eos(model)
+    attach_lora(model, config.lora)
+    return model
+
+
+class LoraTrainer(SentenceTransformerTrainer):
+    """Resumes by loading the checkpoint's LoRA weights into the live adapter (optimizer state follows)."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_adapter_weights(self.model, Path(resume_from_checkpoint))
+
+
+def to_datasets(records: list[TrainRecord]) -> Dataset | DatasetDict:
+    """Records with a hard negative train as (anchor, positive, negative), the rest as in-batch-only pairs."""
+
+    def table(rows: list[TrainRecord], with_negative: bool) -> Dataset:
+        data = {
+            "anchor": [query_prompt(r.instruction) + r.query for r in rows],
+            "positive": [r.positive for r in rows],
+        }
+        if with_negative:
+            data["negative"] = [r.negative for r in rows]
+        return Dataset.from_dict(data)
+
+    parts = {
+        name: table(rows, name == "hard_negatives")
+        for name, rows in (
+            ("hard_negatives", [r for r in records if r.negative is not None]),
+            ("in_batch_only", [r for r in records if r.negative is None]),
+        )
+        if rows
+    }
+    return next(iter(parts.values())) if len(parts) == 1 else DatasetDict(parts)
+
+
+def training_arguments(config: Params, checkpoint_dir: Path) -> SentenceTransformerTrainingArguments:
+    train = config.train
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=train.batch_size,
+        learning_rate=train.lr,
+        warmup_steps=train.warmup_steps,
+        weight_decay=train.weight_decay,
+        lr_scheduler_type="linear",
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=2,
+        logging_steps=1,
+        seed=config.seed,
+        bf16=resolve_precision(train.precision) == "bf16",
+        gradient_checkpointing=train.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if train.gradient_checkpointing else None,
+        deepspeed=deepspeed_config(train.deepspeed),
+        ddp_backend="gloo" if in_distributed_run() and not torch.cuda.is_available() else None,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        dataloader_drop_last=distributed,  # gathered negatives need equal batches on every rank
+        report_to="none",
+        disable_tqdm=False,
+    )
+
+
+def _fingerprint(config: Params) -> str:
+    """What a checkpoint depends on; a checkpoint from other params is not resumed."""
+    relevant = {
+        "seed": config.seed,
+        "model": config.model.model_dump(),
+        "lora": config.lora.model_dump(),
+        "train": config.train.model_dump(exclude={"save_steps", "output_dir", "checkpoint_dir"}),
+        "data": hashlib.sha256(Path(config.prepare.output_dir, TRAIN_FILE).read_bytes()).hexdigest(),
+    }
+    return json.dumps(relevant, sort_keys=True)
+
+
+def resume_point(checkpoint_dir: Path, fingerprint: str) -> str | None:
+    """The last checkpoint of an interrupted run with the same params, else None (stale ones are removed)."""
+    if not checkpoint_dir.is_dir():
+        return None
+    stamp = checkpoint_dir / FINGERPRINT_FILE
+    if stamp.exists() and stamp.read_text() == fingerprint:
+        return get_last_checkpoint(str(checkpoint_dir))
+    shutil.rmtree(checkpoint_dir)
+    return None
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_train(config: Params) -> dict[str, Any]:
+    """Train, export ``models/adapter`` and ``models/embedder``, verify them, write metrics; return the
+    metrics."""
+    if needs_launcher(config):
+        return launch(config, METRICS_FILE)
+    train_file = Path(config.prepare.output_dir) / TRAIN_FILE
+    if not train_file.exists():
+        raise UserError(f"{train_file} not found; run `synthembed prepare` first")
+    records = read_records(train_file)
+    if len(records) < 2:
+        raise UserError(f"{train_file} holds {len(records)} record(s); contrastive training needs at least 2")
+
+    out = Path(config.train.output_dir)
+    checkpoint_dir = Path(config.train.checkpoint_dir)
+    fingerprint = _fingerprint(config)
+    args = training_arguments(config, checkpoint_dir)
+    world_size, is_main = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")) == 0
+    resume = resume_point(checkpoint_dir, fingerprint) if is_main else None
+    if world_size > 1:  # every rank must agree on where to resume
+        resume = _broadcast(resume)
+    if is_main:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (checkpoint_dir / FINGERPRINT_FILE).write_text(fingerprint)
+
+    model = build_model(config)
+    loss = build_loss(
+        model, config.train.temperature, config.train.mini_batch_size, gather_across_devices=world_size > 1
+    )
+    guard = CollapseGuard(loss, config.train.collapse_ratio)
+    trainer = LoraTrainer(model=model, args=args, train_dataset=to_datasets(records), loss=loss, callbacks=[guard])
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_time = time.perf_counter() - started
+
+    zero3 = config.train.deepspeed == "zero3"
+    trained = None if zero3 or not is_main else export.probe_embeddings(model)
+    model_params = config.model  # the saved models encode with the embedder's own sequence length
+    with gathered(lora_parameters(model), zero3):
+        if is_main:
+            export.write_dir(out / "adapter", lambda tmp: save_adapter(model, tmp, config.model.backbone, model_params))
+    if not is_main:
+        return {}
+    if config.train.deepspeed != "none":
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # rank 0 alone now loads plain models; ZeRO-3 init would wait for peers
+    export.export_embedder(out / "adapter", out / "embedder")
+    base = load_sentence_transformer(config.model.backbone, model_params)
+    decoder = is_decoder(resolve_model(config.model.backbone)) and config.model.append_eos
+    verification = export.verify_saved(trained, base, out / "adapter", out / "embedder", decoder)
+
+    curve = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+    with atomic_write(LOSS_CURVE_FILE) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "loss"])
+        writer.writerows(curve)
+    losses = [loss_value for _, loss_value in curve]
+    metrics = {
+        "steps": trainer.state.global_step,
+        "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
+        "final_loss": losses[-1] if losses else math.nan,
+        "best_loss": min(losses) if losses else math.nan,
+        "chance_loss": math.log(config.train.batch_size * world_size * (2 if any(r.negative for r in records) else 1)),
+        "doc_cosine_start": guard.history[0][1] if guard.history else math.nan,
+        "doc_cosine_end": guard.history[-1][1] if guard.history else math.nan,
+        "examples_per_s": result.metrics.get("train_samples_per_second"),
+        "train_time_s": round(train_time, 1),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "train_records": len(records),
+        "devices": world_size,
+        "deepspeed": config.train.deepspeed,
+        "precision": resolve_precision(config.train.precision),
+        "verification": verification,
+    }
+    write_json(METRICS_FILE, metrics)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
+    return metrics
+
+
+def _broadcast(value: str | None) -> str | None:
+    import torch.distributed as dist
+
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]

@@ -1,0 +1,260 @@
+"""Evaluation on real local data: bundled MTEB tasks, user BEIR folders, instructions, subsets, errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from synthembed.cli import app
+from synthembed.evaluate.data import read_beir, subsample_retrieval
+from synthembed.evaluate.tasks import Limits, build_task, bundled_tasks
+from synthembed.params import Params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCIFACT = REPO_ROOT / "data" / "eval" / "scifact"
+SCIFACT_INSTRUCTION = "Given a scientific claim, retrieve documents that support or refute the claim"
+
+
+def write_params(path: Path, **evaluate: object) -> Path:
+    """A params file whose evaluate section points its outputs into the test's temp folder."""
+    import yaml
+
+    section = {"results_dir": str(path.parent / "mteb"), **evaluate}
+    path.write_text(yaml.safe_dump({"evaluate": section, "model": {"dtype": "fp32"}}))
+    return path
+
+
+@pytest.fixture()
+def tiny_beir(tmp_path: Path) -> Path:
+    """Six real SciFact test claims, their evidence abstracts and real distractors: 12 documents."""
+    data = read_beir(SCIFACT)
+    queries = sorted(data.queries, key=int)[:6]
+    judged = sorted({doc for q in queries for doc in data.qrels[q]})
+    distractors = [doc for doc in sorted(data.corpus) if doc not in judged][: 12 - len(judged)]
+    folder = tmp_path / "tiny-scifact"
+    (folder / "qrels").mkdir(parents=True)
+    with gzip.open(folder / "corpus.jsonl.gz", "wt", encoding="utf-8") as handle:
+        for doc in judged + distractors:
+            title, text = data.corpus[doc]
+            handle.write(json.dumps({"_id": doc, "title": title, "text": text}) + "\n")
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": data.queries[q]}) + "\n" for q in queries)
+    )
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q in queries for d, s in data.qrels[q].items()]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def perfect_match(folder: Path) -> Path:
+    """Rewrite the queries to be the exact text of their first judged document (title + ' ' + text)."""
+    data = read_beir(folder)
+    rows = []
+    for qid, docs in data.qrels.items():
+        title, text = data.corpus[next(iter(docs))]
+        rows.append(json.dumps({"_id": qid, "text": f"{title} {text}".strip()}))
+    (folder / "queries.jsonl").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_bundled_tasks_have_mteb_names_scores_and_sizes() -> None:
+    sizes = {}
+    for name, build in bundled_tasks(REPO_ROOT / "data" / "eval").items():
+        task = build(Limits())
+        task.load_data()
+        assert task.metadata.name == name and task.subset is None
+        if task.metadata.type == "Retrieval":
+            split = task.dataset["default"]["test"]
+            sizes[name] = (
+                len(split["corpus"]),
+                len(split["queries"]),
+                sum(map(len, split["relevant_docs"].values())),
+            )
+        else:
+            sizes[name] = {split: len(rows) for split, rows in task.dataset.items()}
+    assert sizes == {
+        "SciFact": (5183, 300, 339),
+        "NFCorpus": (3162, 323, 12334),
+        "STSBenchmark": {"test": 1379},
+        "SICK-R": {"test": 9927},
+        "Banking77Classification": {"train": 10003, "test": 3080},
+    }
+    scifact = build_task("SciFact", REPO_ROOT / "data" / "eval", Limits())
+    assert scifact.metadata.main_score == "ndcg_at_10"
+    assert scifact.metadata.prompt == {"query": SCIFACT_INSTRUCTION}
+
+
+def test_subsample_keeps_judged_documents_and_is_seeded() -> None:
+    data = read_beir(SCIFACT)
+    small = subsample_retrieval(data, max_queries=20, max_documents=100, seed=1)
+    judged = {doc for docs in small.qrels.values() for doc in docs}
+    assert len(small.queries) == 20 and set(small.qrels) == set(small.queries)
+    assert judged <= set(small.corpus) and len(small.corpus) == 100
+    assert subsample_retrieval(data, 20, 100, seed=1) == small
+    assert subsample_retrieval(data, 20, 100, seed=2).queries != small.queries
+
+
+def test_cli_scores_a_beir_folder_end_to_end(tmp_path: Path, tiny_beir: Path, tiny_decoder_dir: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", instructions="never")
+    output = tmp_path / "out" / "eval.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_decoder_dir),
+            "--tasks",
+            str(perfect_match(tiny_beir)),
+            "--output",
+            str(output),
+            "--params",
+            str(params),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(output.read_text())
+    assert list(metrics) == ["tiny-scifact"]
+    scores = metrics["tiny-scifact"]
+    assert scores["main_score"] == scores["ndcg_at_10"] == pytest.approx(1.0)
+    assert {"map_at_10", "recall_at_10", "mrr_at_10"} <= set(scores) and "subset" not in scores
+    model_results = tmp_path / "mteb" / "results" / tiny_decoder_dir.name
+    assert list(model_results.glob("*/tiny-scifact.json")), "MTEB's own result file is kept"
+
+
+def test_real_claims_rank_their_evidence_with_minilm(tmp_path: Path, tiny_beir: Path) -> None:
+    from synthembed.evaluate import run_evaluate
+
+    config = Params.model_validate({"evaluate": {"results_dir": str(tmp_path / "mteb")}})
+    metrics = run_evaluate(config, "builtin:all-MiniLM-L6-v2", [str(tiny_beir)], tmp_path / "eval.json")
+    assert metrics["tiny-scifact"]["ndcg_at_10"] > 0.6
+
+
+def test_sts_subset_gives_sensible_spearman_and_records_the_subset(tmp_path: Path) -> None:
+    from synthembed.evaluate import run_evaluate
+
+    config = Params.model_validate({"evaluate": {"max_queries": 100, "results_dir": str(tmp_path / "mteb")}})
+    metrics = run_evaluate(config, "builtin:all-MiniLM-L6-v2", ["STSBenchmark"], tmp_path / "eval.json")
+    assert metrics["STSBenchmark"]["main_score"] == metrics["STSBenchmark"]["cosine_spearman"] > 0.5
+    assert metrics["STSBenchmark"]["subset"] == {"n_queries": 100}
+    assert json.loads((tmp_path / "eval.json").read_text()) == metrics
+
+
+class RecordingEmbedder:
+    """A real embedder that also records which instruction each encode call carried."""
+
+    def __init__(self, embedder) -> None:
+        self.embedder = embedder
+        self.calls: list[tuple[int, str | None]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.embedder, name)
+
+    def encode(self, texts, instruction=None, **kwargs):
+        self.calls.append((len(texts), instruction))
+        return self.embedder.encode(texts, instruction=instruction, **kwargs)
+
+
+@pytest.mark.parametrize("which", ["decoder", "encoder"])
+def test_instruction_reaches_queries_only_and_only_for_decoders(
+    which: str, tmp_path: Path, tiny_beir: Path, tiny_decoder_dir: Path, minilm_dir: Path
+) -> None:
+    import mteb
+
+    from synthembed.encoder import Embedder
+    from synthembed.evaluate.model import EmbedderEncoder, is_instruction_model
+    from synthembed.params import ModelParams
+
+    (tiny_beir / "instruction.txt").write_text(SCIFACT_INSTRUCTION + "\n")
+    recorder = RecordingEmbedder(
+        Embedder.load(str(tiny_decoder_dir if which == "decoder" else minilm_dir), ModelParams(dtype="fp32"))
+    )
+    assert is_instruction_model(recorder.embedder) is (which == "decoder")
+    encoder = EmbedderEncoder(recorder, "recorder")
+    task = build_task(str(tiny_beir), REPO_ROOT / "data" / "eval", Limits())
+    mteb.evaluate(encoder, tasks=[task], cache=None, show_progress_bar=False)
+    by_size = dict(recorder.calls)
+    assert by_size[12] is None  # the 12 documents
+    assert by_size[6] == (SCIFACT_INSTRUCTION if which == "decoder" else None)  # the 6 queries
+
+
+def test_saved_models_keep_their_own_max_seq_length() -> None:
+    from synthembed.evaluate.run import load_embedder
+
+    config = Params.model_validate({"model": {"max_seq_length": 512}})
+    assert load_embedder(config, "builtin:all-MiniLM-L6-v2").model.max_seq_length == 256
+
+
+def test_unknown_task_is_one_clear_line(tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml")
+    result = CliRunner().invoke(app, ["evaluate", "--tasks", "SciFakt", "--params", str(params)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown task 'SciFakt'")
+    assert "SciFact" in lines[0] and "SICK-R" in lines[0] and "BEIR folder" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda f: (f / "qrels" / "test.tsv").unlink(), "has no qrels/test.tsv"),
+        (lambda f: (f / "corpus.jsonl.gz").unlink(), "has no corpus.jsonl[.gz]"),
+        (
+            lambda f: (f / "queries.jsonl").write_text('{"_id": "1", "text": "a"}\nnot json\n'),
+            "line 2 is not valid JSON",
+        ),
+        (
+            lambda f: (f / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1 2 3\n"),
+            "line 2 is not",
+        ),
+        (lambda f: (f / "qrels" / "test.tsv").write_text("q\td\t1\n"), "query 'q' is judged but not in"),
+    ],
+)
+def test_malformed_beir_folder_is_one_clear_line(tmp_path: Path, tiny_beir: Path, breakage, message: str) -> None:
+    breakage(tiny_beir)
+    params = write_params(tmp_path / "params.yaml")
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            "builtin:all-MiniLM-L6-v2",
+            "--tasks",
+            str(tiny_beir),
+            "--params",
+            str(params),
+        ],
+    )
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+def test_missing_folder_path_is_an_error_not_an_unknown_task(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="is not a directory; a BEIR folder holds"):
+        build_task(str(tmp_path / "nowhere"), REPO_ROOT / "data" / "eval", Limits())
+
+
+@pytest.mark.slow
+def test_minilm_reproduces_mteb_scifact(tmp_path: Path) -> None:
+    """MTEB publishes nDCG@10 = 0.6451 for all-MiniLM-L6-v2 on SciFact; the full local copy must match."""
+    params = write_params(tmp_path / "params.yaml")
+    output = tmp_path / "eval.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            "builtin:all-MiniLM-L6-v2",
+            "--tasks",
+            "SciFact",
+            "--output",
+            str(output),
+            "--params",
+            str(params),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(output.read_text())["SciFact"]["ndcg_at_10"] == pytest.approx(0.6451, abs=0.001)

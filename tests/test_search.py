@@ -1,0 +1,138 @@
+"""Corpus search: the three corpus formats, index reuse and invalidation, numpy vs FAISS, the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from synthembed.cli import app
+from synthembed.encoder import Embedder
+from synthembed.errors import UserError
+from synthembed.params import Params
+from synthembed.search import read_corpus, run_search, top_k
+
+DOCS = [
+    "Paris is the capital and largest city of France.",
+    "Python is a popular programming language for data science.",
+    "Bananas are a yellow tropical fruit rich in potassium.",
+    "The Great Barrier Reef lies off the coast of Queensland, Australia.",
+]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(DOCS) + "\n")
+    return path
+
+
+@pytest.fixture
+def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of every real Embedder.encode call (document embedding shows up as a call of len(corpus))."""
+    calls: list[int] = []
+    original = Embedder.encode
+
+    def spy(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Embedder, "encode", spy)
+    return calls
+
+
+def test_read_corpus_formats(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("first\n\nsecond\n")
+    assert [(d.id, d.content) for d in read_corpus(plain)] == [("0", "first"), ("1", "second")]
+
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text('{"id": "a", "text": "alpha"}\n{"text": "beta"}\n')
+    assert [(d.id, d.content) for d in read_corpus(jsonl)] == [("a", "alpha"), ("1", "beta")]
+
+    beir = tmp_path / "corpus.jsonl"
+    beir.write_text('{"_id": "d1", "title": "Cats", "text": "They purr."}\n{"_id": "d2", "title": "", "text": "x"}\n')
+    assert [(d.id, d.content) for d in read_corpus(beir)] == [("d1", "Cats They purr."), ("d2", "x")]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "holds no text"),
+        ('{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', "occurs more than once"),
+        ('{"id": 1, "text": "a"}\nnot json\n', "line 2 is not valid JSON"),
+        ('{"id": 1, "body": "a"}\n', "no string field 'text'"),
+    ],
+)
+def test_read_corpus_rejects_bad_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_corpus(path)
+
+
+def test_index_is_reused_until_corpus_or_model_changes(
+    tmp_path: Path, corpus: Path, tiny_decoder_dir: Path, minilm_dir: Path, encode_calls: list[int]
+) -> None:
+    config = Params()
+    first = run_search(config, ["capital of France"], corpus, str(tiny_decoder_dir), k=2)
+    manifest = first.index_dir / "manifest.json"
+    assert first.index_dir == tmp_path / "corpus.txt.index" and not first.reused
+    assert encode_calls == [len(DOCS), 1]
+    stamp = (manifest.stat().st_mtime_ns, (first.index_dir / "embeddings.npy").stat().st_mtime_ns)
+
+    second = run_search(config, ["bananas", "reef"], corpus, str(tiny_decoder_dir), k=2)
+    assert second.reused and encode_calls == [len(DOCS), 1, 2]  # only the queries were embedded
+    assert (manifest.stat().st_mtime_ns, (first.index_dir / "embeddings.npy").stat().st_mtime_ns) == stamp
+    assert [len(h) for h in second.hits] == [2, 2]
+
+    corpus.write_text("\n".join([*DOCS, "A new document about volcanoes."]) + "\n")
+    third = run_search(config, ["volcano"], corpus, str(tiny_decoder_dir), k=10)
+    assert not third.reused and encode_calls[-2:] == [len(DOCS) + 1, 1]
+    assert json.loads(manifest.read_text())["documents"] == len(DOCS) + 1
+    assert len(third.hits[0]) == len(DOCS) + 1
+
+    fourth = run_search(config, ["volcano"], corpus, str(minilm_dir), k=1)  # another model: re-embed
+    assert not fourth.reused and json.loads(manifest.read_text())["dimension"] == 384
+    assert fourth.hits[0][0].text == "A new document about volcanoes."
+
+
+def test_numpy_and_faiss_agree() -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(500, 32)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries = docs[[3, 77, 400]] + 0.01
+    scores, rows = top_k(docs, queries, 5)
+    assert rows[:, 0].tolist() == [3, 77, 400]
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    faiss_scores, faiss_rows = top_k(docs, queries, 5, backend="faiss")
+    assert faiss_rows[:, 0].tolist() == [3, 77, 400]
+    np.testing.assert_allclose(faiss_scores[:, 0], scores[:, 0], rtol=1e-4)
+
+
+def test_missing_faiss_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(UserError, match="pip install"):
+        top_k(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32)[:1], 1, backend="faiss")
+
+
+def test_search_cli_finds_the_relevant_document(tmp_path: Path, corpus: Path, minilm_dir: Path) -> None:
+    index = tmp_path / "idx"
+    args = ["search", "Which city is the capital of France?", "what fruit is yellow", "--corpus", str(corpus)]
+    args += ["--model", str(minilm_dir), "--instruction", "", "-k", "2", "--index", str(index)]
+    table = CliRunner().invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "built index" in table.stderr
+    assert "rank   score  id  text" in table.stdout and DOCS[0] in table.stdout
+
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert "reused index" in as_json.stderr
+    results = json.loads(as_json.stdout)
+    assert [r["hits"][0]["id"] for r in results] == ["0", "2"]
+    assert results[0]["hits"][0]["score"] > results[0]["hits"][1]["score"]

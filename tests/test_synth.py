@@ -1,0 +1,184 @@
+"""Taxonomy, prompts, parsing and request planning of synthetic data generation (no LLM involved)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import jinja2
+import pytest
+
+from synthembed.errors import UserError
+from synthembed.params import Params
+from synthembed.synth import prompts, taxonomy
+from synthembed.synth.cache import Journal
+from synthembed.synth.generate import plan_requests
+from synthembed.synth.parsing import extract_json, salvage_strings
+
+# DESIGN.md 2.2, value by value.
+DESIGN_SPACES = {
+    "short_long": {
+        "query_type": ["extremely long-tail", "long-tail", "common"],
+        "query_length": ["less than 5 words", "5 to 15 words", "at least 10 words"],
+        "clarity": ["clear", "understandable with some effort", "ambiguous"],
+        "num_words": [50, 100, 200, 300, 400, 500],
+        "difficulty": ["high school", "college", "PhD"],
+    },
+    "long_short": {
+        "num_words": ["less than 10", "at least 10", "at least 50", "at least 100", "at least 200"],
+        "difficulty": ["high school", "college", "PhD"],
+        "clarity": ["clear", "understandable with some effort", "ambiguous"],
+    },
+    "short_short": {},
+    "long_long": {},
+    "sts": {
+        "unit": ["sentence", "phrase", "passage"],
+        "high_score": [4, 4.5, 5],
+        "low_score": [2.5, 3, 3.5],
+        "difficulty": ["elementary school", "high school", "college"],
+    },
+    "bitext": {
+        "unit": ["sentence", "phrase", "passage"],
+        "high_score": [4, 4.5, 5],
+        "low_score": [1.5, 2, 2.5],
+        "difficulty": ["elementary school", "high school", "college"],
+    },
+}
+DESIGN_KEYS = {
+    "short_long": ["user_query", "positive_document", "hard_negative_document"],
+    "long_short": ["input_text", "label", "misleading_label"],
+    "short_short": ["input", "positive_document"],
+    "long_long": ["input", "positive_document"],
+    "sts": ["S1", "S2", "S3"],
+    "bitext": ["S1", "S2", "S3"],
+}
+
+
+def test_parameter_spaces_and_keys_match_design():
+    assert {k: {p: list(v) for p, v in space.items()} for k, space in taxonomy.PARAMETER_SPACES.items()} == (
+        DESIGN_SPACES
+    )
+    assert {k: list(v) for k, v in taxonomy.KEYS.items()} == DESIGN_KEYS
+
+
+def test_languages_are_xlmr_weighted_toward_english():
+    weights = taxonomy.LANGUAGE_WEIGHTS
+    assert 90 <= len(weights) <= 100
+    assert max(weights, key=weights.get) == "English"
+    assert weights["English"] > 5 * weights["German"] > 5 * weights["Swahili"]
+    with pytest.raises(UserError, match="Klingon"):
+        taxonomy.allowed_languages(["English", "Klingon"])
+
+
+@pytest.mark.parametrize("kind", taxonomy.KINDS)
+def test_generate_prompt_carries_keys_and_every_sampled_value(kind):
+    params = taxonomy.sample_params(kind, random.Random(3), taxonomy.allowed_languages("all"))
+    text = prompts.render("generate", kind, task="Find recipes that use a given spice.", **params)
+    for key in taxonomy.KEYS[kind]:
+        assert f'"{key}"' in text
+    for value in params.values():
+        assert str(value) in text
+    if kind not in taxonomy.FIXED_TASKS:
+        assert "Find recipes that use a given spice." in text
+
+
+@pytest.mark.parametrize("kind", taxonomy.BRAINSTORM_KINDS)
+def test_brainstorm_prompt_is_strict(kind):
+    assert "7 new tasks" in prompts.render("brainstorm", kind, num_tasks=7)
+    with pytest.raises(jinja2.UndefinedError):
+        prompts.render("brainstorm", kind)
+
+
+def test_missing_template_variable_is_an_error():
+    with pytest.raises(jinja2.UndefinedError):
+        prompts.render("generate", "short_long", task="t", language="English")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"S1": "a", "S2": "b", "S3": "c"}',
+        'Here you go:\n```json\n{"S1": "a", "S2": "b", "S3": "c"}\n```\nEnjoy.',
+        'Sure! {"S1": "a", "S2": "b", "S3": "c"} Let me know [if] you need more.',
+        '[1, 2] and then {"S1": "a", "S2": "b", "S3": "c"}',
+    ],
+)
+def test_extract_json_finds_the_object(text):
+    assert extract_json(text) == {"S1": "a", "S2": "b", "S3": "c"}
+
+
+def test_extract_json_rejects_broken_text_and_salvage_keeps_complete_items():
+    assert extract_json('{"S1": "a", "S2": "b') is None
+    assert extract_json("no json here") is None
+    assert salvage_strings('{"tasks": ["Find a.", "Rank b \\"x\\".", "Cut off') == ["Find a.", 'Rank b "x".']
+
+
+def test_validate_reasons():
+    ok, reason = taxonomy.validate("short_short", {"input": " q ", "positive_document": "d", "extra": 1})
+    assert (ok, reason) == ({"input": "q", "positive_document": "d"}, None)
+    assert taxonomy.validate("short_short", ["x"]) == (None, "not_an_object")
+    assert taxonomy.validate("short_short", {"input": "q"}) == (None, "missing_key")
+    assert taxonomy.validate("short_short", {"input": "q", "positive_document": ""}) == (None, "empty_value")
+    assert taxonomy.validate("short_short", {"input": "q", "positive_document": ["d"]}) == (
+        None,
+        "not_a_string",
+    )
+    assert taxonomy.validate("sts", {"S1": "a", "S2": "a", "S3": "b"}) == (None, "repeated_value")
+    assert taxonomy.validate_tasks({"tasks": ["Find reviews of a product.", "first task", " ", 3]}) == [
+        "Find reviews of a product."
+    ]
+    assert taxonomy.validate_tasks({"tasks": []}) is None
+
+
+def test_local_provider_holds_replies_to_the_schema():
+    from synthembed.synth.local_provider import _conform
+
+    schema = taxonomy.json_schema("short_short")
+    options = {"response_format": taxonomy.response_format("short_short", schema)}
+    rambling = '{"input": "q \\"x\\"", "positive_document": "d", "negative_document": "cut o'
+    assert json.loads(_conform(rambling, options)) == {"input": 'q "x"', "positive_document": "d"}
+    assert _conform('{"input": "q', options) == '{"input": "q'  # incomplete stays as it is (and is rejected)
+
+
+def test_plan_is_fixed_by_seed_and_restricted_to_languages():
+    tasks = {kind: [f"{kind} task {i}" for i in range(5)] for kind in taxonomy.BRAINSTORM_KINDS}
+    config = Params.model_validate({"seed": 7, "generate": {"num_examples": 60, "languages": ["German", "Thai"]}})
+    first, again = plan_requests(config, tasks), plan_requests(config, tasks)
+    assert [r.messages for r in first] == [r.messages for r in again]
+    assert {r.meta["kind"] for r in first} == set(taxonomy.KINDS)
+    assert len({r.seed for r in first}) == 60
+    for request in first:
+        params = request.meta["params"]
+        assert params.get("language", params.get("src_lang")) in {"German", "Thai"}
+        if request.meta["kind"] in taxonomy.FIXED_TASKS:
+            assert request.meta["task"] == taxonomy.FIXED_TASKS[request.meta["kind"]]
+        else:
+            assert request.meta["task"] in tasks[request.meta["kind"]]
+    other = plan_requests(config.model_copy(update={"seed": 8}), tasks)
+    assert [r.messages for r in other] != [r.messages for r in first]
+
+
+def test_journal_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_text(json.dumps({"key": "a", "content": "x"}) + "\n" + '{"key": "b", "cont')
+    journal = Journal(path)
+    assert set(journal.entries) == {"a"}
+    journal.append({"key": "c", "content": "y"})
+    journal.close()
+    assert set(Journal(path).entries) == {"a", "c"}
+
+
+def test_kinds_without_brainstormed_tasks_are_skipped_or_refused(tmp_path):
+    from synthembed.synth.generate import load_tasks
+
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"kind": "short_long", "task": "Find reviews of a product."}) + "\n")
+    config = Params.model_validate({"brainstorm": {"output": str(tasks)}, "generate": {"num_examples": 30}})
+    planned = {r.meta["kind"] for r in plan_requests(config, load_tasks(config))}
+    assert planned == {"short_long", "sts", "bitext"}
+    only_long_long = {"brainstorm": {"output": str(tasks)}, "generate": {"kinds": {"long_long": 1.0}}}
+    with pytest.raises(UserError, match="no task for any weighted kind"):
+        load_tasks(Params.model_validate(only_long_long))
+    missing = {"brainstorm": {"output": str(tmp_path / "none.jsonl")}}
+    with pytest.raises(UserError, match="run `synthembed brainstorm` first"):
+        load_tasks(Params.model_validate(missing))

@@ -1,0 +1,218 @@
+"""brainstorm and generate through LiteLLM over real HTTP to a local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from llm_server import FakeLLMServer, by_hash
+
+from synthembed.params import Params
+from synthembed.synth import run_brainstorm, run_generate, taxonomy
+from synthembed.synth.generate import load_tasks, plan_requests
+
+PLANTED_KEY = "sk-test-PLANTED-0123456789abcdef"
+FAST_RETRIES = {"INITIAL_RETRY_DELAY": "0.01", "JITTER": "0.01"}
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff_and_key(monkeypatch):
+    import litellm.utils
+
+    monkeypatch.setenv("OPENAI_API_KEY", PLANTED_KEY)
+    for name, value in FAST_RETRIES.items():
+        monkeypatch.setenv(name, value)
+        monkeypatch.setattr(litellm.utils, name, float(value), raising=False)
+
+
+def _config(server: FakeLLMServer, **llm) -> dict:
+    return {
+        "llm": {
+            "model": "openai/fake-llm",
+            "api_base": server.api_base,
+            "max_retries": 2,
+            "timeout_s": 5.0,
+            "max_concurrency": 4,
+            **llm,
+        },
+        "brainstorm": {"tasks_per_request": 5},
+        "generate": {"num_examples": 40},
+    }
+
+
+def _records(path="data/synthetic/examples.jsonl") -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_generate_handles_every_reply_shape_and_reruns_for_free(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    modes = {
+        "json": 4,
+        "prose": 1,
+        "fence": 1,
+        "invalid": 1,
+        "rate_limit_once": 1,
+        "server_error_once": 1,
+        "slow_once": 1,
+    }
+    spread = by_hash(modes)
+
+    def mode(prompt: str) -> str:  # every bitext answer identical: all but one must be dropped as duplicates
+        return "duplicate" if "translation retrieval" in prompt else spread(prompt)
+
+    with FakeLLMServer(mode, slow_s=1.5) as server:
+        config = Params.model_validate(_config(server, timeout_s=0.75))
+        brainstorm = run_brainstorm(config)
+        assert brainstorm["valid"] > 0 and Path("metrics/brainstorm.json").exists()
+        tasks = [json.loads(line) for line in Path("data/synthetic/tasks.jsonl").read_text().splitlines()]
+        assert {row["kind"] for row in tasks} == set(taxonomy.BRAINSTORM_KINDS)
+        assert all(isinstance(row["request"], int) and row["task"] for row in tasks)
+
+        plan = plan_requests(config, load_tasks(config))
+        modes_of = Counter(mode(r.messages[-1]["content"]) for r in plan)
+        duplicates_by_kind = Counter(r.meta["kind"] for r in plan if mode(r.messages[-1]["content"]) == "duplicate")
+        statuses_before = Counter(server.statuses)
+        metrics = run_generate(config)
+        statuses = server.statuses - statuses_before
+        records = _records()
+
+        # Every record is valid and complete.
+        assert records and len(records) == metrics["valid"]
+        for record in records:
+            assert set(record) == {"kind", "task", "language", "params", "model", "data"}
+            assert taxonomy.validate(record["kind"], record["data"]) == (record["data"], None)
+            assert list(record["data"]) == list(taxonomy.KEYS[record["kind"]])
+            assert record["language"] == "English" or record["kind"] == "bitext"
+            assert record["model"] == "fake-llm"
+        # Rejections are counted by reason: invalid JSON, and all but one of identical answers.
+        assert metrics["rejected_by_reason"].get("no_json", 0) == modes_of["invalid"] > 0
+        expected_duplicates = sum(n - 1 for n in duplicates_by_kind.values())
+        assert metrics["rejected_by_reason"].get("duplicate", 0) == expected_duplicates > 0
+        assert metrics["valid"] + metrics["rejected"] == metrics["planned"] == metrics["requests"] == 40
+        assert sum(c.get("valid", 0) for c in metrics["per_kind"].values()) == len(records)
+        # The server saw the retries: a 429 and a 503 before success, and a second try after each timeout.
+        assert statuses[429] == modes_of["rate_limit_once"] > 0
+        assert statuses[503] == modes_of["server_error_once"] > 0
+        slow = [r for r in plan if mode(r.messages[-1]["content"]) == "slow_once"]
+        assert slow and all(server.received[json.dumps([r.messages[-1]["content"], r.seed])] == 2 for r in slow)
+
+        # Prose and fenced answers were parsed, not rejected.
+        assert modes_of["prose"] > 0 and modes_of["fence"] > 0
+        assert set(metrics["rejected_by_reason"]) == {"no_json", "duplicate"}
+        first_output = Path("data/synthetic/examples.jsonl").read_text()
+
+        # A second run sends nothing and writes the same records; so does one with the journal gone (cache).
+        seen = server.total_requests
+        again = run_generate(config)
+        assert server.total_requests == seen and again["requests"] == 0 and again["cache_hits"] == 40
+        assert Path("data/synthetic/examples.jsonl").read_text() == first_output
+        Path(config.llm.cache_dir, "generate.journal.jsonl").unlink()
+        cached = run_generate(config)
+        assert server.total_requests == seen and cached["requests"] == 0 and cached["cost_usd"] == 0
+        assert Path("data/synthetic/examples.jsonl").read_text() == first_output
+
+    # The planted key reached the server, and nowhere else.
+    assert any(
+        {k.lower(): v for k, v in h.items()}.get("authorization") == f"Bearer {PLANTED_KEY}"
+        for h in server.headers_seen
+    )
+    captured = capsys.readouterr()
+    assert PLANTED_KEY not in captured.out + captured.err
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any("responses" in str(p) for p in files)  # the disk cache was checked too
+    for path in files:
+        assert PLANTED_KEY.encode() not in path.read_bytes(), path
+
+
+def test_budget_stops_cleanly_and_keeps_what_it_has(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with FakeLLMServer() as server:
+        # gpt-4o-mini is priced in LiteLLM's cost map, so each answer has a cost.
+        config = Params.model_validate(_config(server, model="openai/gpt-4o-mini", max_concurrency=1))
+        run_brainstorm(config)
+        spent = json.loads(Path("metrics/brainstorm.json").read_text())["cost_usd"]
+        assert spent > 0
+        config.llm.budget_usd = spent + 1e-12  # a few answers' worth
+        metrics = run_generate(config)
+    assert metrics["budget_exhausted"] is True
+    assert 1 <= metrics["requests"] < 40 and metrics["skipped_for_budget"] == 40 - metrics["requests"]
+    assert metrics["cost_usd"] >= config.llm.budget_usd - spent
+    assert len(_records()) == metrics["valid"] > 0
+
+
+def _cli(params: Path, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, **FAST_RETRIES, "OPENAI_API_KEY": PLANTED_KEY}
+    return subprocess.Popen(
+        [sys.executable, "-m", "synthembed.cli", "generate", "--params", str(params)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow  # two CLI processes start torch and LiteLLM: about 20 s idle, minutes on a loaded machine
+def test_sigkill_mid_run_resumes_without_asking_twice(tmp_path, monkeypatch):
+    answered_before_kill = 6
+    runs = {}
+    for name in ("killed", "clean"):
+        work = tmp_path / name
+        work.mkdir()
+        monkeypatch.chdir(work)
+        with FakeLLMServer() as server:
+            settings = _config(server, max_concurrency=3)
+            settings["generate"]["num_examples"] = 16
+            run_brainstorm(Params.model_validate(settings))
+            (work / "params.yaml").write_text(yaml.safe_dump(settings))
+            journal = work / "data/synthetic/cache/generate.journal.jsonl"
+            if name == "killed":
+                server.hold_after = sum(server.answered.values()) + answered_before_kill
+                process = _cli(work / "params.yaml", work)
+                deadline = time.monotonic() + 120
+                while not (journal.exists() and len(journal.read_text().splitlines()) >= answered_before_kill):
+                    assert process.poll() is None, process.communicate()
+                    assert time.monotonic() < deadline, "the run never answered enough requests"
+                    time.sleep(0.05)
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                assert not (work / "data/synthetic/examples.jsonl").exists()
+                server.hold_after = None
+                server.released.set()
+                process = _cli(work / "params.yaml", work)
+                out, err = process.communicate(timeout=300)
+                assert process.returncode == 0, err
+                assert "valid examples" in err and PLANTED_KEY not in out + err
+            else:
+                run_generate(Params.model_validate(settings))
+            runs[name] = (work / "data/synthetic/examples.jsonl").read_text().splitlines()
+            if name == "killed":
+                assert max(server.answered.values()) == 1, "an answered prompt was asked again"
+                resumed = json.loads((work / "metrics/generate.json").read_text())
+                assert resumed["journal_hits"] == answered_before_kill
+    assert sorted(runs["killed"]) == sorted(runs["clean"]) and len(runs["clean"]) == 16
+
+
+def test_bad_language_is_one_line_error(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"generate": {"languages": ["Elvish"], "kinds": {"sts": 1.0}}})
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "synthembed.cli", "generate"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[0]] and result.stderr.startswith(
+        "error: generate.languages"
+    )

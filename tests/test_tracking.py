@@ -1,0 +1,337 @@
+"""MLflow on a real sqlite store: champion logic, models:/ references, stage runs, mlflow server, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from synthembed.cli import app
+from synthembed.errors import UserError
+from synthembed.params import Params
+from synthembed.tracking import (
+    download_model,
+    hash_inputs,
+    metric_value,
+    numeric_metrics,
+    run_register,
+    stage_run,
+    tracking_uri,
+)
+
+FAKE_KEY = "sk-fake-test-9f8e7d6c5b4a39281706"
+TEXTS = ["A protein folds into its native shape.", "The stock market fell sharply today."]
+
+
+def _config(work: Path, score: float | None = None) -> Params:
+    config = Params()
+    config.register.model = str(work / "models" / "embedder")
+    config.register.output = str(work / "metrics" / "register.json")
+    config.evaluate.output = str(work / "metrics" / "eval.json")
+    config.mlflow.experiment = "synthembed-test"
+    if score is not None:
+        (work / "metrics").mkdir(exist_ok=True)
+        (work / "metrics" / "eval.json").write_text(json.dumps({"SciFact": {"main_score": score, "ndcg_at_10": score}}))
+    return config
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    """A sqlite tracking store in tmp (made by the first run); a fake API key planted in the environment."""
+    work = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+        mp.setenv("SYNTHEMBED_CACHE", str(work / "cache"))
+        mp.setenv("OPENAI_API_KEY", FAKE_KEY)
+        yield {"work": work, "uri": os.environ["MLFLOW_TRACKING_URI"]}
+
+
+@pytest.fixture(scope="module")
+def registry(store, tiny_decoder_dir: Path):
+    """A small decoder embedder registered with scores 0.5, 0.6, 0.6, 0.4: first, better, equal, worse."""
+    from synthembed.encoder import Embedder
+
+    work = store["work"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", store["uri"])
+        mp.setenv("OPENAI_API_KEY", FAKE_KEY)
+        embedder = Embedder.load(str(tiny_decoder_dir))
+        embedder.save(work / "models" / "embedder")
+        original = embedder.encode(TEXTS)
+        results = [run_register(_config(work, score)) for score in (0.5, 0.6, 0.6, 0.4)]
+    return {**store, "results": results, "original": original}
+
+
+def _client(store):
+    import mlflow
+
+    return mlflow.MlflowClient(store["uri"])
+
+
+@pytest.mark.slow
+def test_champion_moves_only_on_strictly_higher_score(registry) -> None:
+    results = registry["results"]
+    assert [r["version"] for r in results] == [1, 2, 3, 4]
+    assert [r["promoted"] for r in results] == [True, True, False, False]  # first, better, equal, worse
+    assert [r["champion_score"] for r in results] == [None, 0.5, 0.6, 0.6]
+    assert results[2]["reason"] == "0.6 <= 0.6"
+    champion = _client(registry).get_model_version_by_alias("synthembed", "champion")
+    assert int(champion.version) == 2
+    assert champion.tags["score.SciFact.ndcg_at_10"] == "0.6"
+    written = json.loads((registry["work"] / "metrics" / "register.json").read_text())
+    assert written == results[-1]
+    run = _client(registry).get_run(champion.run_id)
+    assert run.data.metrics == {"score": 0.6, "champion_score": 0.5, "promoted": 1.0}
+    assert run.data.tags["synthembed.stage"] == "register"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reference", ["models:/synthembed@champion", "models:/synthembed/1"])
+def test_models_reference_loads_and_embeds_like_the_original(registry, reference, monkeypatch) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from synthembed.encoder.references import resolve_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
+    monkeypatch.setenv("SYNTHEMBED_CACHE", str(registry["work"] / "cache"))
+    path = resolve_model(reference)
+    assert (path / "modules.json").exists()
+    assert download_model(reference) == path  # downloaded once, then served from the cache
+    run_id = _client(registry).get_model_version("synthembed", "1").run_id
+    assert (download_model(f"runs:/{run_id}/model") / "modules.json").exists()
+    vectors = SentenceTransformer(str(path), device="cpu").encode(TEXTS, normalize_embeddings=True)
+    np.testing.assert_allclose(vectors, registry["original"], atol=1e-5)
+    result = CliRunner().invoke(app, ["embed", "--model", reference, TEXTS[0]])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout.strip().splitlines()[-1])["embedding"]
+    np.testing.assert_allclose(printed, registry["original"][0], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_unknown_references_are_one_line_user_errors(registry, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
+    with pytest.raises(UserError, match=r"has no alias 'nope' \(aliases: champion\)"):
+        download_model("models:/synthembed@nope")
+    with pytest.raises(UserError, match=r"has no version 9 \(latest: 4\)"):
+        download_model("models:/synthembed/9")
+    with pytest.raises(UserError, match=r"no registered model 'other'.*registered: synthembed"):
+        download_model("models:/other@champion")
+    with pytest.raises(UserError, match="no MLflow run 'abc123'"):
+        download_model("runs:/abc123/model")
+    run_id = _client(registry).get_model_version("synthembed", "1").run_id
+    with pytest.raises(UserError, match=f"cannot download runs:/{run_id}/nope"):
+        download_model(f"runs:/{run_id}/nope")
+    result = CliRunner().invoke(app, ["embed", "--model", "models:/synthembed@nope", "text"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: registered model 'synthembed' has no alias 'nope' (aliases: champion)"
+    ]
+
+
+def test_missing_store_is_not_created_by_a_lookup(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
+    with pytest.raises(UserError, match="no MLflow store at"):
+        download_model("models:/synthembed@champion")
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_register_input_errors(tmp_path, minilm_dir) -> None:
+    config = _config(tmp_path)
+    with pytest.raises(UserError, match="is not a SentenceTransformer folder"):
+        run_register(config)
+    config.register.model = str(minilm_dir)
+    with pytest.raises(UserError, match="eval.json not found; run `synthembed evaluate` first"):
+        run_register(config)
+
+
+def test_metric_lookup() -> None:
+    scores = {"SciFact": {"ndcg_at_10": 0.61, "note": "x"}}
+    assert metric_value(scores, "SciFact.ndcg_at_10", "eval.json") == 0.61
+    with pytest.raises(UserError, match=r"'NFCorpus.ndcg_at_10' not found in eval.json: the top level has SciFact"):
+        metric_value(scores, "NFCorpus.ndcg_at_10", "eval.json")
+    with pytest.raises(UserError, match="SciFact has ndcg_at_10, note"):
+        metric_value(scores, "SciFact.map", "eval.json")
+    with pytest.raises(UserError, match="is 'x', not a number"):
+        metric_value(scores, "SciFact.note", "eval.json")
+
+
+def test_register_cli_reports_a_bad_metric_in_one_line(tmp_path) -> None:
+    (tmp_path / "models" / "embedder").mkdir(parents=True)
+    (tmp_path / "models" / "embedder" / "modules.json").write_text("[]")
+    config = _config(tmp_path, score=0.5)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        json.dumps({**config.model_dump(mode="json"), "register": {**config.register.model_dump(), "metric": "X.y"}})
+    )
+    result = CliRunner().invoke(app, ["register", "--params", str(params)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: register.metric 'X.y' not found in {config.evaluate.output}: the top level has SciFact"
+    ]
+
+
+def test_tracking_uri_prefers_the_environment(monkeypatch) -> None:
+    config = Params()
+    config.mlflow.tracking_uri = "sqlite:///elsewhere.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(config) == "sqlite:///elsewhere.db"
+    assert tracking_uri() == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(config) == "http://127.0.0.1:5000"
+
+
+def test_params_reject_tracking_credentials(tmp_path) -> None:
+    from synthembed.params import load_params
+
+    params = tmp_path / "params.yaml"
+    params.write_text("mlflow:\n  tracking_uri: https://alice:hunter22@mlflow.example.com\n")
+    with pytest.raises(UserError, match="credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD"):
+        load_params(params)
+
+
+def test_numeric_metrics_flatten_and_skip_text() -> None:
+    nested = {
+        "SciFact": {"main_score": 0.6, "ndcg_at_10": 0.5},
+        "model": "x",
+        "n": 3,
+        "ok": True,
+        "none": None,
+    }
+    assert numeric_metrics(nested) == {
+        "SciFact.main_score": 0.6,
+        "SciFact.ndcg_at_10": 0.5,
+        "n": 3.0,
+        "ok": 1.0,
+    }
+
+
+def test_stage_run_logs_sections_metrics_and_provenance_tags(store, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    monkeypatch.delenv("SYNTHEMBED_PIPELINE_ID", raising=False)
+    monkeypatch.setenv("DVC_STAGE", "train@smoke")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"query": "q"}\n')
+    curve = tmp_path / "loss.json"
+    curve.write_text("[1.0, 0.5]")
+    config = _config(tmp_path)
+    with stage_run(config, "train", sections=["train", "lora", "seed"], inputs=[data]) as run:
+        logged = run.log_metrics({"SciFact": {"main_score": 0.6, "ndcg_at_10": 0.6}, "model": "x"})
+        assert run.log_artifact(curve)
+    assert logged == {"SciFact.main_score": 0.6, "SciFact.ndcg_at_10": 0.6}
+    client = _client(store)
+    stored = client.get_run(run.run_id)
+    assert stored.info.status == "FINISHED" and stored.info.run_name == "train"
+    assert stored.data.metrics == logged
+    assert stored.data.params["train.lr"] == "0.0001"
+    assert stored.data.params["lora.target_modules"] == "all-linear"
+    assert stored.data.params["seed"] == "42"
+    assert not any(key.startswith("model.") for key in stored.data.params)
+    tags = stored.data.tags
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == commit
+    assert tags["dvc.stage"] == "train@smoke" and tags["synthembed.stage"] == "train"
+    assert tags["synthembed.inputs_hash"] == hash_inputs([data])
+    assert [a.path for a in client.list_artifacts(run.run_id)] == ["loss.json"]
+
+    # Same commit and params: the same pipeline id; other params or an explicit id: another.
+    with stage_run(config, "evaluate") as same:
+        pass
+    config.train.lr = 5e-5
+    with stage_run(config, "evaluate") as variant:
+        pass
+    monkeypatch.setenv("SYNTHEMBED_PIPELINE_ID", "repro-42")
+    with stage_run(config, "evaluate") as explicit:
+        pass
+    ids = [client.get_run(r.run_id).data.tags["synthembed.pipeline_id"] for r in (run, same, variant, explicit)]
+    assert ids[0] == ids[1] != ids[2] and ids[3] == "repro-42"
+
+
+def test_inputs_hash_follows_content(tmp_path) -> None:
+    (tmp_path / "a.txt").write_text("one")
+    before = hash_inputs([tmp_path])
+    (tmp_path / "a.txt").write_text("two")
+    assert hash_inputs([tmp_path]) != before
+    assert hash_inputs([tmp_path / "missing"]) != hash_inputs([])
+
+
+def test_stage_run_marks_a_failed_stage(store, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    with pytest.raises(RuntimeError), stage_run(_config(tmp_path), "prepare") as run:
+        raise RuntimeError("boom")
+    assert _client(store).get_run(run.run_id).info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_planted_api_key_never_reaches_mlflow(registry, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    leaky = tmp_path / "leaky.txt"
+    leaky.write_text(f"Authorization: Bearer {FAKE_KEY}\n")
+    config = _config(tmp_path)
+    config.evaluate.model = f"models/{FAKE_KEY}"  # a careless value: masked, not logged
+    with stage_run(config, "evaluate", sections=["evaluate"]) as run:
+        assert not run.log_artifact(leaky)
+    stored = _client(registry).get_run(run.run_id)
+    assert stored.data.params["evaluate.model"] == "models/***"
+    scanned = 0
+    for path in registry["work"].rglob("*"):
+        if path.is_file():
+            assert FAKE_KEY.encode() not in path.read_bytes(), path
+            scanned += 1
+    assert scanned > 20 and (registry["work"] / "mlflow.db").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_server_answers_the_registry_api(registry, monkeypatch) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registry["uri"]]
+        + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "mlflow server not healthy after 180 s"
+            time.sleep(0.5)
+        api = f"{base}/api/2.0/mlflow/registered-models"
+        model = httpx.get(f"{api}/get", params={"name": "synthembed"}).json()["registered_model"]
+        assert model["name"] == "synthembed"
+        assert {"alias": "champion", "version": "2"} in model["aliases"]
+        version = httpx.get(f"{api}/alias", params={"name": "synthembed", "alias": "champion"}).json()
+        assert version["model_version"]["version"] == "2"
+        assert {"key": "score.SciFact.ndcg_at_10", "value": "0.6"} in version["model_version"]["tags"]
+        missing = httpx.get(f"{api}/alias", params={"name": "synthembed", "alias": "nope"})
+        assert missing.status_code == 400 and "alias nope not found" in missing.json()["message"]
+        # A client pointed at the server resolves the champion too.
+        monkeypatch.setenv("SYNTHEMBED_CACHE", str(registry["work"] / "cache-http"))
+        path = download_model("models:/synthembed@champion", uri=base)
+        assert (path / "modules.json").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
