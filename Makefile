@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)   # dvc stages call `synthembed`
 
 # Offline by default: no model hub, no analytics, LiteLLM's bundled cost map.
 export HF_HUB_OFFLINE ?= 1

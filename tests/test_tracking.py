@@ -232,7 +232,7 @@ def test_stage_run_logs_sections_metrics_and_provenance_tags(store, tmp_path, mo
     stored = client.get_run(run.run_id)
     assert stored.info.status == "FINISHED" and stored.info.run_name == "train"
     assert stored.data.metrics == logged
-    assert stored.data.params["train.lr"] == "0.0001"
+    assert stored.data.params["train.lr"] == str(config.train.lr)
     assert stored.data.params["lora.target_modules"] == "all-linear"
     assert stored.data.params["seed"] == "42"
     assert not any(key.startswith("model.") for key in stored.data.params)

@@ -242,8 +242,10 @@ def evaluate(
     output = output or Path(config.evaluate.output)
     names = [name.strip() for item in tasks or config.evaluate.tasks for name in item.split(",")]
     names = [name for name in names if name]
+    from synthembed.encoder.references import resolve_model
+
     reference = model or default_model(config)
-    inputs = [reference] if Path(reference).exists() else []
+    inputs = [str(resolve_model(reference))]  # an unknown reference fails here, before any run is recorded
     with tracked(config, "evaluate", ["model", "evaluate"], inputs, [str(output)]) as metrics:
         metrics.update(run_evaluate(config, reference, names, output))
     summary = ", ".join(f"{name} {scores['main_score']:.4f}" for name, scores in metrics.items())

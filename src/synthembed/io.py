@@ -53,10 +53,9 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return count
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Every line a JSON object; a bad line is an error naming its line number."""
-    rows = []
-    for number, line in enumerate(_read_lines(path), start=1):
+def json_objects(lines: Iterable[str], path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank JSONL line; a bad line is an error naming its number."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -65,8 +64,12 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             raise UserError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}: line {number} is not a JSON object")
-        rows.append(row)
-    return rows
+        yield number, row
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every line a JSON object; a bad line is an error naming its line number."""
+    return [row for _, row in json_objects(_read_lines(path), path)]
 
 
 def read_texts(path: str | Path, field: str = "text") -> list[str]:
@@ -77,14 +80,8 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
         texts = [line for line in lines if line.strip()]
     else:
         texts = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get(field), str):
+        for number, row in json_objects(lines, path):
+            if not isinstance(row.get(field), str):
                 raise UserError(f"{path}: line {number} has no string field {field!r}")
             texts.append(row[field])
     if not texts:

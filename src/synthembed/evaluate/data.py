@@ -10,12 +10,12 @@ import csv
 import gzip
 import hashlib
 import io
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from synthembed.errors import UserError
+from synthembed.io import json_objects
 
 BEIR_LAYOUT = "a BEIR folder holds corpus.jsonl[.gz], queries.jsonl[.gz] and qrels/test.tsv"
 
@@ -142,14 +142,8 @@ def _jsonl_rows(path: Path):
     """(``_id``, row, path, line number) for every line of a BEIR JSONL file."""
     try:
         with open_text(path) as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict) or "_id" not in row:
+            for number, row in json_objects(handle, path):
+                if "_id" not in row:
                     raise UserError(f"{path}: line {number} has no '_id' field")
                 yield str(row["_id"]), row, path, number
     except (OSError, EOFError, UnicodeDecodeError) as exc:

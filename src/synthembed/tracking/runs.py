@@ -30,6 +30,7 @@ from synthembed.params import MlflowParams, Params
 for _key, _value in {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # database migrations are not news on every stage
 }.items():
     os.environ.setdefault(_key, _value)
 
