@@ -69,7 +69,7 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
 def project(tmp_path: Path, tiny_decoder_dir: Path) -> Path:
     repo = tmp_path / "project"
     repo.mkdir()
-    for item in ("dvc.yaml", "prompts", "src"):
+    for item in (".gitignore", "dvc.yaml", "prompts", "src"):
         source = REPO_ROOT / item
         if source.is_dir():
             shutil.copytree(source, repo / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -89,6 +89,7 @@ def _params(api_base: str, backbone: Path) -> dict:
     params["prepare"].update(labeled=["data/labeled/tiny.jsonl"], mine_negatives=False, validation_fraction=0.0)
     params["train"].update(max_steps=2, batch_size=4, max_seq_length=64, save_steps=1, warmup_steps=0)
     params["evaluate"].update(tasks=["data/eval/tiny"], max_queries=None, max_documents=None)
+    params["register"].update(metric="tiny.ndcg_at_10")
     return params
 
 
@@ -124,10 +125,14 @@ def test_pipeline_repro_experiment_and_no_secret(project: Path, tiny_decoder_dir
         assert "Running stage" not in second
         assert server.total_requests == requests_after_first
 
-        _run(["git", "add", "-A"], project, env)
+        _run(
+            ["git", "add", "dvc.lock", "metrics/brainstorm.json", "metrics/eval.json", "metrics/train.json"],
+            project,
+            env,
+        )
         _run(["git", "commit", "-qm", "first run"], project, env)
         loss_before = json.loads((project / "metrics" / "train.json").read_text())["final_loss"]
-        experiment = _run(["dvc", "exp", "run", "-S", "train.lr=0.05"], project, env)
+        experiment = _run(["dvc", "exp", "run", "-S", "train.lr=5e-5"], project, env)
         assert "Running stage 'train'" in experiment
         assert "Running stage 'brainstorm'" not in experiment
         assert "Running stage 'evaluate_base'" not in experiment  # baselines are cached

@@ -21,7 +21,7 @@ from litellm.types.utils import ModelResponse, Usage
 
 PROVIDER = "local"
 MAX_BATCH = 8
-GATHER_S = 0.05  # how long the batcher waits for more requests to join a batch
+GATHER_S = 0.5  # how long the batcher waits for more requests to join a batch (they arrive staggered)
 
 
 @dataclass
