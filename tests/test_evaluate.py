@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from synthembed.cli import app
 from synthembed.evaluate.data import read_beir, subsample_retrieval
 from synthembed.evaluate.tasks import Limits, build_task, bundled_tasks
-from synthembed.params import Params
+from synthembed.params import ModelParams, Params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = REPO_ROOT / "data" / "eval" / "scifact"
@@ -122,6 +122,8 @@ def test_cli_scores_a_beir_folder_end_to_end(tmp_path: Path, tiny_beir: Path, ti
     assert {"map_at_10", "recall_at_10", "mrr_at_10"} <= set(scores) and "subset" not in scores
     model_results = tmp_path / "mteb" / "results" / tiny_decoder_dir.name
     assert list(model_results.glob("*/tiny-scifact.json")), "MTEB's own result file is kept"
+    table = (tmp_path / "out" / "eval.csv").read_text().splitlines()
+    assert table[0] == "task,model,main_score" and table[1].startswith(f"tiny-scifact,{tiny_decoder_dir.name},1.0")
 
 
 def test_real_claims_rank_their_evidence_with_minilm(tmp_path: Path, tiny_beir: Path) -> None:
@@ -165,7 +167,6 @@ def test_instruction_reaches_queries_only_and_only_for_decoders(
 
     from synthembed.encoder import Embedder
     from synthembed.evaluate.model import EmbedderEncoder, is_instruction_model
-    from synthembed.params import ModelParams
 
     (tiny_beir / "instruction.txt").write_text(SCIFACT_INSTRUCTION + "\n")
     recorder = RecordingEmbedder(
@@ -180,11 +181,12 @@ def test_instruction_reaches_queries_only_and_only_for_decoders(
     assert by_size[6] == (SCIFACT_INSTRUCTION if which == "decoder" else None)  # the 6 queries
 
 
-def test_saved_models_keep_their_own_max_seq_length() -> None:
-    from synthembed.evaluate.run import load_embedder
+def test_saved_models_keep_their_own_max_seq_length(tiny_decoder_dir: Path) -> None:
+    from synthembed.encoder import Embedder
 
-    config = Params.model_validate({"model": {"max_seq_length": 512}})
-    assert load_embedder(config, "builtin:all-MiniLM-L6-v2").model.max_seq_length == 256
+    params = ModelParams(max_seq_length=512)
+    assert Embedder.load("builtin:all-MiniLM-L6-v2", params).model.max_seq_length == 256  # saved with 256
+    assert Embedder.load(str(tiny_decoder_dir), params).model.max_seq_length == 512  # a plain checkpoint
 
 
 def test_unknown_task_is_one_clear_line(tmp_path: Path) -> None:

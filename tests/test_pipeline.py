@@ -58,11 +58,11 @@ def _labeled(path: Path) -> None:
     )
 
 
-def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+def _run(command: list[str], cwd: Path, env: dict[str, str], stdout_only: bool = False) -> str:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{output[-4000:]}"
-    return output
+    return done.stdout if stdout_only else output
 
 
 @pytest.fixture()
@@ -119,6 +119,14 @@ def test_pipeline_repro_experiment_and_no_secret(project: Path, tiny_decoder_dir
         assert 0.0 <= scores["tiny"]["main_score"] <= 1.0
         register = json.loads((project / "metrics" / "register.json").read_text())
         assert register["promoted"] is True
+        plot = ["dvc", "plots", "show", "--show-vega", "per_task_comparison"]
+        vega = json.loads(_run(plot, project, env, stdout_only=True))
+        bars = {(row["filename"], row["task"], row["model"]) for row in vega["data"]["values"]}
+        assert bars == {
+            ("eval.csv", "tiny", "embedder"),
+            ("eval_base.csv", "tiny", tiny_decoder_dir.name),
+            ("eval_reference.csv", "tiny", "all-MiniLM-L6-v2"),
+        }
         requests_after_first = server.total_requests
 
         second = _run(["dvc", "repro"], project, env)

@@ -130,14 +130,21 @@ def test_validate_reasons():
     assert taxonomy.validate_tasks({"tasks": []}) is None
 
 
-def test_local_provider_holds_replies_to_the_schema():
-    from synthembed.synth.local_provider import _conform
+def test_guided_decoding_reads_the_schema_and_string_bodies():
+    from synthembed.synth.guided_decoding import _string_body, _unescape, plan_of
 
-    schema = taxonomy.json_schema("short_short")
-    options = {"response_format": taxonomy.response_format("short_short", schema)}
-    rambling = '{"input": "q \\"x\\"", "positive_document": "d", "negative_document": "cut o'
-    assert json.loads(_conform(rambling, options)) == {"input": 'q "x"', "positive_document": "d"}
-    assert _conform('{"input": "q', options) == '{"input": "q'  # incomplete stays as it is (and is rejected)
+    def options(name: str, schema: dict) -> dict:
+        return {"response_format": taxonomy.response_format(name, schema)}
+
+    assert plan_of(options("sts", taxonomy.json_schema("sts"))) == [("S1", False), ("S2", False), ("S3", False)]
+    assert plan_of(options("tasks", taxonomy.BRAINSTORM_SCHEMA)) == [("tasks", True)]
+    assert plan_of(options("nested", {"properties": {"a": {"type": "object"}}})) is None
+    assert plan_of({}) is None
+    # A value ends at the first unescaped quote; escapes are decoded, broken ones kept literally.
+    assert _string_body('q \\"x\\" more", "next": "') == 'q \\"x\\" more'
+    assert _string_body("cut off by max_tokens \\") == "cut off by max_tokens "
+    assert _unescape(_string_body('line\\nbreak"')) == "line\nbreak"
+    assert _unescape("bad \\q escape") == "bad \\q escape"
 
 
 def test_plan_is_fixed_by_seed_and_restricted_to_languages():

@@ -3,22 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import litellm
 import pytest
 
 from synthembed.synth import prompts
 from synthembed.synth.local_provider import register
-from synthembed.synth.parsing import extract_json
-from synthembed.synth.taxonomy import json_schema, response_format, validate
+from synthembed.synth.taxonomy import KEYS, json_schema, response_format, validate
 
 
-@pytest.mark.slow  # two short generations of the real 135M model on CPU
-def test_local_model_answers_parseable_json_in_one_batch(smollm2_dir):
+@pytest.mark.slow  # short generations of the real 135M model on CPU
+def test_local_model_answers_every_key_of_each_kind_in_one_batch(smollm2_dir):
     register()
-    prompt = prompts.render(
-        "generate", "short_short", task="Given a country, find its capital city.", language="English"
-    )
+    asks = {
+        "short_short": prompts.render(
+            "generate", "short_short", task="Given a country, find its capital city.", language="English"
+        ),
+        "bitext": prompts.render(
+            "generate",
+            "bitext",
+            unit="sentence",
+            src_lang="English",
+            tgt_lang="German",
+            high_score="5",
+            low_score="2",
+            difficulty="high school",
+        ),
+        "short_long": prompts.render(
+            "generate",
+            "short_long",
+            task="Given a health question, find web pages that answer it.",
+            query_type="a question",
+            query_length="less than 5 words",
+            clarity="clear",
+            num_words="50",
+            language="English",
+            difficulty="college",
+        ),
+    }
 
     async def ask() -> list:
         return await asyncio.gather(
@@ -27,22 +50,20 @@ def test_local_model_answers_parseable_json_in_one_batch(smollm2_dir):
                     model="local/SmolLM2-135M-Instruct",
                     messages=prompts.messages(prompt),
                     max_tokens=48,
-                    temperature=0,
-                    seed=seed,
+                    temperature=0.7,
+                    seed=1,
                     drop_params=True,
-                    response_format=response_format("short_short", json_schema("short_short")),
+                    response_format=response_format(kind, json_schema(kind)),
                 )
-                for seed in (1, 2)
+                for kind, prompt in asks.items()
             )
         )
 
     replies = asyncio.run(ask())
-    texts = [reply.choices[0].message.content for reply in replies]
-    assert all(text.startswith('{"input": "') for text in texts)  # the forced JSON opening
-    assert all(reply.usage.completion_tokens > 0 for reply in replies)
-    # Parseable JSON with exactly the kind's keys; whether the content is good enough is validate()'s call
-    # (greedy 135M output often repeats the input as the positive, which validate rejects as repeated_value).
-    parsed = [extract_json(text) for text in texts]
-    assert any(isinstance(v, dict) and list(v) == ["input", "positive_document"] for v in parsed), texts
-    verdicts = [validate("short_short", v)[1] for v in parsed if isinstance(v, dict)]
-    assert set(verdicts) <= {None, "repeated_value"}
+    for kind, reply in zip(asks, replies, strict=True):
+        data = json.loads(reply.choices[0].message.content)  # always a JSON object: the keys are written for it
+        assert list(data) == list(KEYS[kind])
+        assert 0 < reply.usage.completion_tokens <= 48 and reply.usage.prompt_tokens > 50
+        # Whether the content is good enough is validate()'s call: a 135M model may leave a value empty or
+        # repeat one, but never breaks the structure.
+        assert validate(kind, data)[1] in {None, "repeated_value", "empty_value"}, data

@@ -235,7 +235,7 @@ def evaluate(
 ) -> None:
     """Score a model with MTEB on local real data (bundled MTEB tasks or your own BEIR folder)."""
     config = _params(params)
-    from synthembed.evaluate import run_evaluate
+    from synthembed.evaluate import run_evaluate, scores_table_path
 
     if tasks or max_queries or max_documents:
         config.evaluate.max_queries, config.evaluate.max_documents = max_queries, max_documents
@@ -246,7 +246,8 @@ def evaluate(
 
     reference = model or default_model(config)
     inputs = [str(resolve_model(reference))]  # an unknown reference fails here, before any run is recorded
-    with tracked(config, "evaluate", ["model", "evaluate"], inputs, [str(output)]) as metrics:
+    artifacts = [str(output), str(scores_table_path(output))]
+    with tracked(config, "evaluate", ["model", "evaluate"], inputs, artifacts) as metrics:
         metrics.update(run_evaluate(config, reference, names, output))
     summary = ", ".join(f"{name} {scores['main_score']:.4f}" for name, scores in metrics.items())
     typer.echo(f"wrote {output}: {summary}", err=True)

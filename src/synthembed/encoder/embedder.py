@@ -74,14 +74,24 @@ def build_sentence_transformer(model_dir: Path, params: ModelParams) -> Sentence
     return SentenceTransformer(modules=modules, similarity_fn_name="cosine")
 
 
-def load_sentence_transformer(reference: str, params: ModelParams) -> SentenceTransformer:
-    """Load a saved SentenceTransformer folder as is, or build one over a plain checkpoint."""
+def load_sentence_transformer(
+    reference: str, params: ModelParams, max_seq_length: int | None = None
+) -> SentenceTransformer:
+    """Load a saved SentenceTransformer folder as it was made, or build one over a plain checkpoint.
+
+    A saved folder keeps the ``max_seq_length`` it was saved with (all-MiniLM-L6-v2: 256; a trained
+    embedder: its ``model.max_seq_length``), which is what makes scores match MTEB's table;
+    ``params.max_seq_length`` shapes fresh backbones, and ``max_seq_length`` overrides both (training).
+    """
     model_dir = resolve_model(reference)
     if (model_dir / "modules.json").exists():
         model = SentenceTransformer(str(model_dir))
-        model.max_seq_length = params.max_seq_length
+        if max_seq_length is None and _saved_max_seq_length(model_dir) is None:
+            max_seq_length = params.max_seq_length
     else:
         model = build_sentence_transformer(model_dir, params)
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
     model.model_card_data.model_name = _display_name(reference)
     return model
 
@@ -144,6 +154,12 @@ class Embedder:
 
     def save(self, path: str | Path) -> None:
         self.model.save(str(path))
+
+
+def _saved_max_seq_length(model_dir: Path) -> int | None:
+    config = model_dir / "sentence_bert_config.json"
+    value = json.loads(config.read_text()).get("max_seq_length") if config.is_file() else None
+    return value if isinstance(value, int) else None
 
 
 def _display_name(reference: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthembed.encoder import Embedder
-from synthembed.encoder.references import resolve_model
 from synthembed.evaluate.model import EmbedderEncoder
 from synthembed.evaluate.tasks import Limits, build_task
-from synthembed.io import write_json
+from synthembed.io import write_csv, write_json
 from synthembed.params import Params
 
 BUNDLED_DATA = Path(__file__).resolve().parents[3] / "data" / "eval"
@@ -35,22 +33,6 @@ def model_name(reference: str) -> str:
     return reference
 
 
-def load_embedder(config: Params, reference: str) -> Embedder:
-    """Load ``reference``; a saved SentenceTransformer keeps the ``max_seq_length`` it was saved with.
-
-    ``model.max_seq_length`` shapes fresh backbones; a published model (all-MiniLM-L6-v2: 256) or a trained
-    one is scored as it was made, which is what makes our numbers match MTEB's table.
-    """
-    model_dir = resolve_model(reference)
-    params = config.model
-    saved = model_dir / "sentence_bert_config.json"
-    if saved.is_file():
-        own = json.loads(saved.read_text()).get("max_seq_length")
-        if isinstance(own, int):
-            params = params.model_copy(update={"max_seq_length": own})
-    return Embedder.load(str(model_dir), params)
-
-
 def scores_of(result: Any) -> dict[str, float]:
     """MTEB's test scores of one task, ``main_score`` first, numbers only."""
     split = result.scores["test"][0]
@@ -61,8 +43,19 @@ def scores_of(result: Any) -> dict[str, float]:
     return metrics
 
 
+def scores_table_path(output: Path) -> Path:
+    """The per-task CSV written beside ``output`` (``metrics/eval.json`` -> ``metrics/eval.csv``)."""
+    return output.with_suffix(".csv")
+
+
+def write_scores_table(path: Path, model: str, metrics: dict[str, dict[str, Any]]) -> None:
+    """One ``task,model,main_score`` row per task: what ``dvc plots`` compares across models."""
+    rows = [(task, model, round(scores["main_score"], 5)) for task, scores in metrics.items()]
+    write_csv(path, ["task", "model", "main_score"], rows)
+
+
 def run_evaluate(config: Params, model: str, tasks: list[str], output: Path) -> dict[str, dict[str, Any]]:
-    """Score ``model`` on ``tasks`` (bundled names or BEIR folders) and write ``output`` atomically.
+    """Score ``model`` on ``tasks`` (bundled names or BEIR folders); write ``output`` and its per-task CSV.
 
     MTEB's own result files go under ``evaluate.results_dir``. A task that was subsampled
     (``evaluate.max_queries`` / ``max_documents``) records the evaluated sizes under ``subset``: such a score
@@ -72,7 +65,7 @@ def run_evaluate(config: Params, model: str, tasks: list[str], output: Path) -> 
 
     limits = Limits(config.evaluate.max_queries, config.evaluate.max_documents, config.seed)
     built = [build_task(task, data_dir(config), limits) for task in tasks]  # fail on bad tasks before loading
-    encoder = EmbedderEncoder(load_embedder(config, model), model_name(model), config.evaluate.instructions)
+    encoder = EmbedderEncoder(Embedder.load(model, config.model), model_name(model), config.evaluate.instructions)
     cache = mteb.ResultCache(cache_path=config.evaluate.results_dir)
     metrics: dict[str, dict[str, Any]] = {}
     progress = tqdm(built, desc="evaluate", unit="task")
@@ -85,4 +78,5 @@ def run_evaluate(config: Params, model: str, tasks: list[str], output: Path) -> 
             metrics[name]["subset"] = task.subset
         progress.write(f"{name}: {task.metadata.main_score} = {metrics[name]['main_score']:.4f}")
     write_json(output, metrics)
+    write_scores_table(scores_table_path(output), model_name(model), metrics)
     return metrics

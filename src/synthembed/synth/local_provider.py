@@ -1,15 +1,14 @@
 """``local/SmolLM2-135M-Instruct``: an in-process LiteLLM provider running a builtin model, for offline runs.
 
-Concurrent requests are gathered into one batched ``generate`` call. The answer is steered to the kind's JSON:
-when the request carries a JSON schema, the reply is forced to begin with ``{"<first key>": "``, which a
-135M model would rarely find on its own. Precision is bf16 only where the hardware multiplies it natively.
+Concurrent requests are gathered into one batched ``generate`` call. Requests with a JSON schema of strings
+and string lists (every step of this package) are answered through
+:mod:`~synthembed.synth.guided_decoding`, which writes the JSON structure and lets the model write the values;
+other requests continue the prompt freely. Precision is bf16 only where the hardware multiplies it natively.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -98,72 +97,30 @@ class LocalLLM(CustomLLM):
         import torch
 
         from synthembed.encoder.precision import autocast, resolve_precision
+        from synthembed.synth.guided_decoding import GuidedDecoder, plan_of
 
         model, tokenizer = self._model(model_name)
-        options = batch[0][1]
-        prefixes = [_json_prefix(opts) for _, opts in batch]
+        options = batch[0][1]  # one sampling setting per batch: the requests of one run share it
+        decoder = GuidedDecoder(
+            model, tokenizer, float(options.get("temperature", 1.0) or 0.0), float(options.get("top_p", 1.0))
+        )
         prompts = [
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
-            for (messages, _), prefix in zip(batch, prefixes, strict=True)
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) for messages, _ in batch
         ]
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        temperature = float(options.get("temperature", 1.0) or 0.0)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": float(options.get("top_p", 1.0))}
-        if options.get("seed") is not None:
-            torch.manual_seed(int(options["seed"]))
+        seeds = [int(opts.get("seed") or 0) for _, opts in batch]
+        budget = int(options.get("max_tokens") or 256)
+        plans = [plan_of(opts) for _, opts in batch]
         with torch.inference_mode(), autocast(resolve_precision("auto")):
-            output = model.generate(
-                **inputs,
-                max_new_tokens=int(options.get("max_tokens") or 256),
-                pad_token_id=tokenizer.pad_token_id,
-                stop_strings=["}"] if any(prefixes) else None,  # the answer object is flat: its first } ends it
-                tokenizer=tokenizer,
-                **(sampling if temperature > 0 else {"do_sample": False}),
-            )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        results = []
-        for row, prefix, mask in zip(new_tokens, prefixes, inputs["attention_mask"], strict=True):
-            text = _conform(prefix + tokenizer.decode(row, skip_special_tokens=True), options)
-            completion = int((row != tokenizer.pad_token_id).sum())
-            results.append(
-                (
-                    text,
-                    Usage(
-                        prompt_tokens=int(mask.sum()),
-                        completion_tokens=completion,
-                        total_tokens=int(mask.sum()) + completion,
-                    ),
-                )
-            )
-        return results
-
-
-def _json_prefix(options: dict[str, Any]) -> str:
-    """The opening of the JSON answer the schema asks for, which the model then continues."""
-    response_format = options.get("response_format") or {}
-    schema = (response_format.get("json_schema") or {}).get("schema") or {}
-    keys = list(schema.get("properties", {}))
-    if not keys:
-        return ""
-    first = schema["properties"][keys[0]]
-    opener = "[" if first.get("type") == "array" else ""
-    return "{" + json.dumps(keys[0]) + ": " + opener + '"'
-
-
-def _conform(text: str, options: dict[str, Any]) -> str:
-    """Hold the reply to a flat string schema: once every key has a complete string value, return exactly
-    those fields as JSON (dropping invented keys and a tail cut off by ``max_tokens``); else the raw text."""
-    schema = ((options.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
-    properties = schema.get("properties", {})
-    if not properties or any(spec.get("type") != "string" for spec in properties.values()):
-        return text
-    fields = {}
-    for key in properties:
-        match = re.search(json.dumps(key) + r'\s*:\s*("(?:[^"\\]|\\.)*")', text)
-        if match is None:
-            return text
-        fields[key] = json.loads(match.group(1))
-    return json.dumps(fields, ensure_ascii=False)
+            if all(plans):
+                replies = decoder.write(prompts, plans, seeds, budget)
+            else:
+                new = decoder.continue_texts(prompts, seeds, budget)
+                replies = [(tokenizer.decode(ids, skip_special_tokens=True), len(ids)) for ids in new]
+        prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        return [
+            (text, Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c))
+            for (text, c), p in zip(replies, prompt_tokens, strict=True)
+        ]
 
 
 def _fill(response: ModelResponse, model: str, text: str, usage: Usage) -> ModelResponse:

@@ -7,7 +7,6 @@ One process trains directly; ``train.devices > 1`` or a DeepSpeed stage re-launc
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -32,8 +31,8 @@ from synthembed.encoder.embedder import is_decoder, load_sentence_transformer, q
 from synthembed.encoder.precision import resolve_precision
 from synthembed.encoder.references import resolve_model
 from synthembed.errors import UserError
-from synthembed.io import atomic_write, write_json
-from synthembed.params import ModelParams, Params
+from synthembed.io import write_csv, write_json
+from synthembed.params import Params
 from synthembed.train import export
 from synthembed.train.adapter import (
     attach_lora,
@@ -51,15 +50,10 @@ LOSS_CURVE_FILE = Path("metrics") / "train_loss.csv"
 FINGERPRINT_FILE = "params.json"
 
 
-def training_model_params(config: Params) -> ModelParams:
-    """The embedder's settings, with the training sequence length."""
-    return config.model.model_copy(update={"max_seq_length": config.train.max_seq_length})
-
-
 def build_model(config: Params) -> SentenceTransformer:
     """The backbone as an embedder (plain text + EOS, pooling per ``model.pooling``) with fresh LoRA
     adapters."""
-    model = load_sentence_transformer(config.model.backbone, training_model_params(config))
+    model = load_sentence_transformer(config.model.backbone, config.model, config.train.max_seq_length)
     if is_decoder(resolve_model(config.model.backbone)) and config.model.append_eos:
         export.check_pooled_token_is_eos(model)
     attach_lora(model, config.lora)
@@ -206,10 +200,7 @@ def run_train(config: Params) -> dict[str, Any]:
     verification = export.verify_saved(trained, base, out / "adapter", out / "embedder", decoder)
 
     curve = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
-    with atomic_write(LOSS_CURVE_FILE) as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["step", "loss"])
-        writer.writerows(curve)
+    write_csv(LOSS_CURVE_FILE, ["step", "loss"], curve)
     losses = [loss_value for _, loss_value in curve]
     metrics = {
         "steps": trainer.state.global_step,

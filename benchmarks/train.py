@@ -1,0 +1,189 @@
+"""Training speed and memory: ``synthembed train``'s model and loss against a plain sentence-transformers run.
+
+Every configuration trains the builtin SmolLM2 backbone with the same LoRA adapters, the same (query,
+positive, hard negative) triplets from SciFact's labeled train claims, the same batch, sequence length,
+learning rate and gradient checkpointing, each in its own process so that peak memory (max RSS) is its own:
+
+- ``plain``: ``SentenceTransformer(path)`` + ``add_adapter(LoraConfig)`` + ``MultipleNegativesRankingLoss``,
+  the run a user would write by hand;
+- ``ours``: what ``synthembed train`` builds (E5 instruction, EOS, left padding, InfoNCE with the collapse
+  guard's bookkeeping, the no-duplicates sampler);
+- ``ours, 8x batch``: the same at ``--large-batch``, the memory a larger negative pool costs;
+- ``ours, 8x batch, GradCache``: that batch through GradCache in mini-batches of ``--batch``.
+
+Throughput counts the steps after the first (warm-up). Run on an idle machine; the ratio is the number to read.
+
+    .venv/bin/python benchmarks/train.py --output benchmarks/results/train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_key, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELED = ROOT / "data" / "labeled" / "scifact_train.jsonl"
+
+
+def triplets(count: int) -> dict[str, list[str]]:
+    """``count`` labeled pairs, each with the next record's positive as its hard negative."""
+    from synthembed.encoder.embedder import query_prompt
+    from synthembed.io import read_jsonl
+
+    rows = list(read_jsonl(LABELED))[: count + 1]
+    return {
+        "anchor": [query_prompt(row["instruction"]) + row["query"] for row in rows[:count]],
+        "positive": [row["positive"] for row in rows[:count]],
+        "negative": [row["positive"] for row in rows[1 : count + 1]],
+    }
+
+
+def worker(spec: dict) -> dict:
+    """Train one configuration for ``spec['steps']`` steps and return its throughput and peak memory."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+    from transformers import TrainerCallback
+
+    from synthembed.encoder.references import resolve_model
+    from synthembed.params import load_params
+    from synthembed.train.loss import build_loss
+    from synthembed.train.trainer import LoraTrainer, build_model, training_arguments
+
+    torch.manual_seed(0)
+    config = load_params(ROOT / "params.yaml")
+    config = config.model_copy(
+        update={
+            "train": config.train.model_copy(
+                update={
+                    "batch_size": spec["batch"],
+                    "mini_batch_size": spec["mini_batch"],
+                    "max_seq_length": spec["seq"],
+                    "max_steps": spec["steps"],
+                    "save_steps": 10_000,
+                    "precision": "fp32",
+                }
+            )
+        }
+    )
+    data = Dataset.from_dict(triplets(spec["batch"] * spec["steps"]))
+    args = training_arguments(config, Path(spec["scratch"]))
+    args.save_strategy = "no"
+    args.disable_tqdm = True
+
+    step_ends: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, *_args, **_kwargs) -> None:
+            step_ends.append(time.perf_counter())
+
+    if spec["name"] == "plain":
+        from peft import LoraConfig
+
+        model = SentenceTransformer(str(resolve_model(config.model.backbone)), device="cpu")
+        model.max_seq_length = spec["seq"]
+        if model.tokenizer.pad_token is None:
+            model.tokenizer.pad_token = model.tokenizer.eos_token
+        lora = config.lora
+        model.add_adapter(
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="FEATURE_EXTRACTION",
+            )
+        )
+        loss = MultipleNegativesRankingLoss(model, scale=1.0 / config.train.temperature)
+        args.batch_sampler = "batch_sampler"
+        trainer_class = SentenceTransformerTrainer
+    else:
+        model = build_model(config)
+        loss = build_loss(model, config.train.temperature, spec["mini_batch"], gather_across_devices=False)
+        trainer_class = LoraTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=data, loss=loss, callbacks=[StepClock()])
+    trainer.train()
+    timed = len(step_ends) - 1
+    seconds = step_ends[-1] - step_ends[0]
+    return {
+        **{key: spec[key] for key in ("name", "batch", "mini_batch", "seq", "steps")},
+        "examples_per_s": spec["batch"] * timed / seconds,
+        "s_per_step": seconds / timed,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_worker(spec: dict) -> dict:
+    """Run :func:`worker` in a fresh interpreter (its own max RSS) and read its JSON answer."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{spec['name']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=8, help="batch of the plain and ours runs")
+    parser.add_argument("--large-batch", type=int, default=64, help="batch of the GradCache comparison")
+    parser.add_argument("--seq", type=int, default=64, help="max_seq_length of every run")
+    parser.add_argument("--steps", type=int, default=4, help="steps per small-batch run (first is warm-up)")
+    parser.add_argument("--large-steps", type=int, default=2, help="steps per large-batch run")
+    parser.add_argument("--output", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+
+    import tempfile
+
+    from synthembed.io import write_json
+
+    small = {"batch": args.batch, "mini_batch": None, "seq": args.seq, "steps": args.steps}
+    large = {"batch": args.large_batch, "mini_batch": None, "seq": args.seq, "steps": args.large_steps}
+    specs = [
+        {"name": "plain", **small},
+        {"name": "ours", **small},
+        {"name": "ours, 8x batch", **large},
+        {"name": "ours, 8x batch, GradCache", **large, "mini_batch": args.batch},
+    ]
+    results = []
+    print(f"{'run':<28}{'batch':>6}{'mini':>6}{'ex/s':>8}{'s/step':>8}{'peak MB':>9}")
+    with tempfile.TemporaryDirectory() as scratch:
+        for spec in specs:
+            result = run_worker({**spec, "scratch": scratch})
+            results.append(result)
+            mini = result["mini_batch"] or "-"
+            print(
+                f"{result['name']:<28}{result['batch']:>6}{mini:>6}{result['examples_per_s']:>8.2f}"
+                f"{result['s_per_step']:>8.1f}{result['peak_rss_mb']:>9.0f}"
+            )
+    plain, ours, big, cached = results
+    ratios = {
+        "ours_vs_plain_throughput": ours["examples_per_s"] / plain["examples_per_s"],
+        "gradcache_vs_full_batch_memory": cached["peak_rss_mb"] / big["peak_rss_mb"],
+        "gradcache_vs_full_batch_throughput": cached["examples_per_s"] / big["examples_per_s"],
+    }
+    for key, value in ratios.items():
+        print(f"{key}: {value:.2f}")
+    if args.output:
+        write_json(args.output, {"machine": platform.processor() or platform.machine(), "runs": results, **ratios})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Guided JSON decoding for a small local model: the decoder writes the structure, the model writes the values.
+
+A 135M model rarely produces a schema's JSON on its own. For an object schema whose fields are strings or
+lists of strings (every generate kind and the brainstorm task list), the reply is built field by field:
+
+- a string field: the decoder writes ``{"key": "`` (later ``, "key": "``) and the model writes the value up
+  to its closing quote;
+- a list field: items are written the same way, and after each one the model chooses between ``,`` and
+  ``]`` (whichever it finds more likely), so it decides how many items to give, up to ``MAX_ITEMS``.
+
+Each field gets an equal share of ``max_tokens``, so a reply always closes with every key present; only its
+content can be poor. Sampling is per request: every row draws from its own generator, seeded from the
+request's seed and the round, so an answer does not depend on which other requests shared its batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+MAX_ITEMS = 32
+ITEM_TOKENS = 64  # one list item (a task sentence) is short
+
+Plan = list[tuple[str, bool]]  # (key, is_list) for each field, in schema order
+
+
+def plan_of(options: dict[str, Any]) -> Plan | None:
+    """The fields of the request's ``response_format`` schema, or None when it is not strings and string lists."""
+    schema = ((options.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    plan = []
+    for key, spec in (schema.get("properties") or {}).items():
+        is_list = spec.get("type") == "array" and (spec.get("items") or {}).get("type") == "string"
+        if spec.get("type") != "string" and not is_list:
+            return None
+        plan.append((key, is_list))
+    return plan or None
+
+
+class RowSampler(LogitsProcessor):
+    """Samples every row with its own generator and leaves only that token possible (generate runs greedy)."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            ordered, order = probs.sort(dim=-1, descending=True)
+            outside = ordered.cumsum(dim=-1) - ordered > self.top_p  # keep the smallest set reaching top_p
+            probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
+        picks = [torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators, strict=True)]
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter(-1, torch.stack(picks), 0.0)
+
+
+class GuidedDecoder:
+    """Batched, seeded continuation of chat prompts, guided to a JSON object when the request has a plan."""
+
+    _list_marks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __init__(self, model: Any, tokenizer: Any, temperature: float, top_p: float) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.temperature, self.top_p = temperature, top_p
+
+    def continue_texts(
+        self, texts: list[str], seeds: list[int], max_new_tokens: int, stop: str | None = None
+    ) -> list[list[int]]:
+        """The new token ids of each text (pads dropped), each ending at ``stop`` or ``max_new_tokens``."""
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sampler = [RowSampler(seeds, self.temperature, self.top_p)] if self.temperature > 0 else []
+        output = self.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            logits_processor=LogitsProcessorList(sampler),
+            pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=[stop] if stop else None,
+            tokenizer=self.tokenizer,
+        )
+        new = output[:, inputs["input_ids"].shape[1] :].tolist()
+        return [[t for t in row if t != self.tokenizer.pad_token_id] for row in new]
+
+    def write(self, prompts: list[str], plans: list[Plan], seeds: list[int], budget: int) -> list[tuple[str, int]]:
+        """Each prompt's JSON reply, field by field, with the number of tokens the model wrote."""
+        texts = list(prompts)
+        values: list[dict[str, Any]] = [{} for _ in prompts]
+        used = [0] * len(prompts)
+        field = [0] * len(prompts)  # the field each row is writing
+        field_used = [0] * len(prompts)  # tokens spent on that field so far
+        share = [max(budget // len(plan), 1) for plan in plans]
+        for round_ in itertools.count():  # each round writes one value (or list item) of every unfinished row
+            active = [i for i, plan in enumerate(plans) if field[i] < len(plan)]
+            if not active:
+                break
+            caps = {}
+            for i in active:
+                key, is_list = plans[i][field[i]]
+                if is_list and key in values[i]:
+                    texts[i] += ', "'
+                else:
+                    texts[i] += ("{" if field[i] == 0 else ", ") + json.dumps(key) + (': ["' if is_list else ': "')
+                    values[i][key] = [] if is_list else ""
+                cap = min(share[i] - field_used[i], ITEM_TOKENS) if is_list else share[i]
+                caps[i] = max(cap, 1)
+            round_seeds = [seeds[i] * 1_000_003 + round_ for i in active]
+            new = self.continue_texts([texts[i] for i in active], round_seeds, max(caps.values()), '"')
+            for i, ids in zip(active, new, strict=True):
+                ids = ids[: caps[i]]
+                raw = _string_body(self.tokenizer.decode(ids, skip_special_tokens=True))
+                texts[i] += raw + '"'
+                used[i] += len(ids)
+                field_used[i] += len(ids)
+                key, is_list = plans[i][field[i]]
+                if is_list:
+                    values[i][key].append(_unescape(raw))
+                else:
+                    values[i][key] = _unescape(raw)
+            in_list = [i for i in active if plans[i][field[i]][1]]
+            full = [field_used[i] >= share[i] or len(values[i][plans[i][field[i]][0]]) >= MAX_ITEMS for i in in_list]
+            asked = [i for i, done in zip(in_list, full, strict=True) if not done]
+            closes = dict(zip(asked, self._closes_list([texts[i] for i in asked]), strict=True))
+            for i in active:
+                if closes.get(i) is False:
+                    continue  # the model goes on with another item of the same list
+                texts[i] += "]" if plans[i][field[i]][1] else ""
+                field[i] += 1
+                field_used[i] = 0
+        return [(json.dumps(row, ensure_ascii=False), n) for row, n in zip(values, used, strict=True)]
+
+    def _closes_list(self, texts: list[str]) -> list[bool]:
+        """For texts that end a list item, whether the model would rather write ``]`` than ``,`` next."""
+        if not texts:
+            return []
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self.model(**inputs, position_ids=positions).logits[:, -1, :].float()
+        probs = torch.softmax(logits, dim=-1)
+        close, more = self._marks()
+        return (probs[:, close].sum(-1) > probs[:, more].sum(-1)).tolist()
+
+    def _marks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids that begin with ``]`` and with ``,`` (after optional spaces), once per tokenizer."""
+        name = self.tokenizer.name_or_path
+        if name not in self._list_marks:
+            pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+            stripped = [piece.lstrip() for piece in pieces]
+            close = [i for i, piece in enumerate(stripped) if piece.startswith("]")]
+            more = [i for i, piece in enumerate(stripped) if piece.startswith(",")]
+            self._list_marks[name] = (torch.tensor(close), torch.tensor(more))
+        return self._list_marks[name]
+
+
+def _string_body(text: str) -> str:
+    """The text up to the first unescaped quote: the JSON string the model meant to write."""
+    return re.match(r'(?:[^"\\]|\\.)*', text).group(0)  # a dangling final backslash is left out too
+
+
+def _unescape(raw: str) -> str:
+    """A JSON string body as text (``\\n`` -> newline); taken literally when the model's escapes are broken."""
+    try:
+        return json.loads(f'"{raw}"')
+    except json.JSONDecodeError:
+        return raw
