@@ -4,8 +4,8 @@ Every configuration trains the builtin SmolLM2 backbone with the same LoRA adapt
 positive, hard negative) triplets from SciFact's labeled train claims, the same batch, sequence length,
 learning rate and gradient checkpointing, each in its own process so that peak memory (max RSS) is its own:
 
-- ``plain``: ``SentenceTransformer(path)`` + ``add_adapter(LoraConfig)`` + ``MultipleNegativesRankingLoss``,
-  the run a user would write by hand;
+- ``plain``: a ``SentenceTransformer`` of the backbone's ``Transformer`` (plain text) and mean ``Pooling``,
+  ``add_adapter(LoraConfig)`` and ``MultipleNegativesRankingLoss``: the run a user would write by hand;
 - ``ours``: what ``synthembed train`` builds (E5 instruction, EOS, left padding, InfoNCE with the collapse
   guard's bookkeeping, the no-duplicates sampler);
 - ``ours, 8x batch``: the same at ``--large-batch``, the memory a larger negative pool costs;
@@ -55,9 +55,11 @@ def worker(spec: dict) -> dict:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
     from transformers import TrainerCallback
 
+    from synthembed.encoder.embedder import PLAIN_TEXT_MODALITY
     from synthembed.encoder.references import resolve_model
     from synthembed.params import load_params
     from synthembed.train.loss import build_loss
@@ -93,10 +95,19 @@ def worker(spec: dict) -> dict:
     if spec["name"] == "plain":
         from peft import LoraConfig
 
-        model = SentenceTransformer(str(resolve_model(config.model.backbone)), device="cpu")
-        model.max_seq_length = spec["seq"]
-        if model.tokenizer.pad_token is None:
-            model.tokenizer.pad_token = model.tokenizer.eos_token
+        # Plain text in, mean pooling: the same tokens and pooling as ours (sentence-transformers would otherwise
+        # wrap every text in SmolLM2's chat template, 26 more tokens each, and pool the last token).
+        transformer = Transformer(
+            str(resolve_model(config.model.backbone)),
+            max_seq_length=spec["seq"],
+            modality_config=PLAIN_TEXT_MODALITY,
+            module_output_name="token_embeddings",
+        )
+        if transformer.tokenizer.pad_token is None:
+            transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
+        mode = "lasttoken" if config.model.pooling == "auto" else config.model.pooling  # auto: decoder -> EOS
+        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=mode)
+        model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
         lora = config.lora
         model.add_adapter(
             LoraConfig(

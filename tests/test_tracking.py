@@ -95,6 +95,29 @@ def test_champion_moves_only_on_strictly_higher_score(registry) -> None:
 
 
 @pytest.mark.slow
+def test_scores_from_different_subsets_do_not_move_the_champion(registry) -> None:
+    import mlflow
+
+    work = registry["work"]
+
+    def register(score: float, documents: int) -> dict:
+        config = _config(work)
+        config.register.model_name = "synthembed-subsets"
+        subset = {"n_queries": 100, "n_documents": documents}
+        (work / "metrics" / "eval.json").write_text(json.dumps({"SciFact": {"ndcg_at_10": score, "subset": subset}}))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", registry["uri"])
+            return run_register(config)
+
+    first, easier, alike = register(0.5, 250), register(0.9, 100), register(0.6, 250)
+    assert first["promoted"] and first["scored_on"] == '{"n_documents": 250, "n_queries": 100}'
+    assert not easier["promoted"] and easier["reason"].startswith("not comparable: champion version 1 was scored on")
+    assert alike["promoted"] and alike["reason"] == "0.6 > 0.5"
+    champion = mlflow.MlflowClient(registry["uri"]).get_model_version_by_alias("synthembed-subsets", "champion")
+    assert int(champion.version) == 3
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("reference", ["models:/synthembed@champion", "models:/synthembed/1"])
 def test_models_reference_loads_and_embeds_like_the_original(registry, reference, monkeypatch) -> None:
     from sentence_transformers import SentenceTransformer

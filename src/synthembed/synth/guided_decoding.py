@@ -10,7 +10,8 @@ lists of strings (every generate kind and the brainstorm task list), the reply i
 
 Each field gets an equal share of ``max_tokens``, so a reply always closes with every key present; only its
 content can be poor. Sampling is per request: every row draws from its own generator, seeded from the
-request's seed and the round, so an answer does not depend on which other requests shared its batch.
+request's seed and the round, so an answer does not depend on which other requests shared its batch (up to
+the last bits of the logits, which a different batch shape can change).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -88,50 +90,28 @@ class GuidedDecoder:
 
     def write(self, prompts: list[str], plans: list[Plan], seeds: list[int], budget: int) -> list[tuple[str, int]]:
         """Each prompt's JSON reply, field by field, with the number of tokens the model wrote."""
-        texts = list(prompts)
-        values: list[dict[str, Any]] = [{} for _ in prompts]
-        used = [0] * len(prompts)
-        field = [0] * len(prompts)  # the field each row is writing
-        field_used = [0] * len(prompts)  # tokens spent on that field so far
-        share = [max(budget // len(plan), 1) for plan in plans]
-        for round_ in itertools.count():  # each round writes one value (or list item) of every unfinished row
-            active = [i for i, plan in enumerate(plans) if field[i] < len(plan)]
+        rows = [
+            _Reply(p, plan, seed, max(budget // len(plan), 1))
+            for p, plan, seed in zip(prompts, plans, seeds, strict=True)
+        ]
+        for round_ in itertools.count():  # each round writes one value (or list item) of every unfinished reply
+            active = [row for row in rows if not row.done]
             if not active:
                 break
-            caps = {}
-            for i in active:
-                key, is_list = plans[i][field[i]]
-                if is_list and key in values[i]:
-                    texts[i] += ', "'
-                else:
-                    texts[i] += ("{" if field[i] == 0 else ", ") + json.dumps(key) + (': ["' if is_list else ': "')
-                    values[i][key] = [] if is_list else ""
-                cap = min(share[i] - field_used[i], ITEM_TOKENS) if is_list else share[i]
-                caps[i] = max(cap, 1)
-            round_seeds = [seeds[i] * 1_000_003 + round_ for i in active]
-            new = self.continue_texts([texts[i] for i in active], round_seeds, max(caps.values()), '"')
-            for i, ids in zip(active, new, strict=True):
-                ids = ids[: caps[i]]
-                raw = _string_body(self.tokenizer.decode(ids, skip_special_tokens=True))
-                texts[i] += raw + '"'
-                used[i] += len(ids)
-                field_used[i] += len(ids)
-                key, is_list = plans[i][field[i]]
-                if is_list:
-                    values[i][key].append(_unescape(raw))
-                else:
-                    values[i][key] = _unescape(raw)
-            in_list = [i for i in active if plans[i][field[i]][1]]
-            full = [field_used[i] >= share[i] or len(values[i][plans[i][field[i]][0]]) >= MAX_ITEMS for i in in_list]
-            asked = [i for i, done in zip(in_list, full, strict=True) if not done]
-            closes = dict(zip(asked, self._closes_list([texts[i] for i in asked]), strict=True))
-            for i in active:
-                if closes.get(i) is False:
-                    continue  # the model goes on with another item of the same list
-                texts[i] += "]" if plans[i][field[i]][1] else ""
-                field[i] += 1
-                field_used[i] = 0
-        return [(json.dumps(row, ensure_ascii=False), n) for row, n in zip(values, used, strict=True)]
+            caps = [row.open_value() for row in active]
+            seeds_now = [row.seed * 1_000_003 + round_ for row in active]
+            new = self.continue_texts([row.text for row in active], seeds_now, max(caps), '"')
+            for row, ids, cap in zip(active, new, caps, strict=True):
+                row.close_value(
+                    _string_body(self.tokenizer.decode(ids[:cap], skip_special_tokens=True)), len(ids[:cap])
+                )
+            asked = [row for row in active if row.in_list and not row.list_is_full()]
+            closes = self._closes_list([row.text for row in asked])
+            going_on = {id(row) for row, close in zip(asked, closes, strict=True) if not close}
+            for row in active:
+                if id(row) not in going_on:
+                    row.next_field()
+        return [(json.dumps(row.values, ensure_ascii=False), row.used) for row in rows]
 
     def _closes_list(self, texts: list[str]) -> list[bool]:
         """For texts that end a list item, whether the model would rather write ``]`` than ``,`` next."""
@@ -155,6 +135,59 @@ class GuidedDecoder:
             more = [i for i, piece in enumerate(stripped) if piece.startswith(",")]
             self._list_marks[name] = (torch.tensor(close), torch.tensor(more))
         return self._list_marks[name]
+
+
+@dataclass
+class _Reply:
+    """One reply being written: the prompt and JSON so far, the values, and the field being written."""
+
+    text: str
+    plan: Plan
+    seed: int
+    share: int  # tokens per field
+    values: dict[str, Any] = field(default_factory=dict)
+    field: int = 0
+    field_used: int = 0
+    used: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.field >= len(self.plan)
+
+    @property
+    def key(self) -> str:
+        return self.plan[self.field][0]
+
+    @property
+    def in_list(self) -> bool:
+        return self.plan[self.field][1]
+
+    def open_value(self) -> int:
+        """Write the JSON up to the next value's opening quote; return how many tokens the value may take."""
+        if self.in_list and self.key in self.values:
+            self.text += ', "'
+        else:
+            opener = ': ["' if self.in_list else ': "'
+            self.text += ("{" if self.field == 0 else ", ") + json.dumps(self.key) + opener
+            self.values[self.key] = [] if self.in_list else ""
+        return max(min(self.share - self.field_used, ITEM_TOKENS), 1) if self.in_list else self.share
+
+    def close_value(self, raw: str, tokens: int) -> None:
+        self.text += raw + '"'
+        self.used += tokens
+        self.field_used += tokens
+        if self.in_list:
+            self.values[self.key].append(_unescape(raw))
+        else:
+            self.values[self.key] = _unescape(raw)
+
+    def list_is_full(self) -> bool:
+        return self.field_used >= self.share or len(self.values[self.key]) >= MAX_ITEMS
+
+    def next_field(self) -> None:
+        self.text += "]" if self.in_list else ""
+        self.field += 1
+        self.field_used = 0
 
 
 def _string_body(text: str) -> str:

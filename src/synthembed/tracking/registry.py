@@ -1,7 +1,8 @@
 """The MLflow model registry: ``models:/`` and ``runs:/`` references, and registering the champion.
 
 ``synthembed register`` logs the trained embedder with the sentence_transformers flavor, registers it, and
-moves the ``champion`` alias only when its score (a version tag) is strictly higher than the champion's.
+moves the ``champion`` alias only when its score (a version tag) is strictly higher than the champion's and
+both were scored on the same evaluation data (the full task, or the same subset sizes).
 """
 
 from __future__ import annotations
@@ -119,6 +120,14 @@ def metric_value(scores: Mapping[str, Any], metric: str, source: str) -> float:
     return float(node)
 
 
+def scored_on_of(scores: Mapping[str, Any], metric: str) -> str:
+    """What the metric's task was scored on: ``full``, or the subset sizes (scores of different subsets do not
+    compare, so the champion moves only between versions scored alike)."""
+    task = scores.get(metric.split(".")[0])
+    subset = task.get("subset") if isinstance(task, Mapping) else None
+    return json.dumps(subset, sort_keys=True) if subset else "full"
+
+
 def _pip_requirements() -> list[str]:
     """Pinned without local version labels (``+cpu``); given explicitly so MLflow infers nothing."""
     return [
@@ -143,7 +152,8 @@ def run_register(config: Params) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise UserError(f"{scores_path} is not valid JSON ({exc.msg})") from None
     score = metric_value(scores, settings.metric, str(scores_path))
-    score_tag = f"score.{settings.metric}"
+    score_tag, scored_on_tag = f"score.{settings.metric}", f"scored_on.{settings.metric}"
+    scored_on = scored_on_of(scores, settings.metric)
 
     with stage_run(config, "register", sections=["register"], inputs=[model_dir, scores_path]) as run:
         client = mlflow.MlflowClient()
@@ -155,16 +165,24 @@ def run_register(config: Params) -> dict[str, Any]:
         )
         version = str(info.registered_model_version)
         client.set_model_version_tag(settings.model_name, version, score_tag, repr(score))
+        client.set_model_version_tag(settings.model_name, version, scored_on_tag, scored_on)
         try:
             champion = client.get_model_version_by_alias(settings.model_name, settings.alias)
         except mlflow.exceptions.MlflowException:
             champion = None
         champion_score = float(champion.tags[score_tag]) if champion and score_tag in champion.tags else None
-        promoted = champion_score is None or score > champion_score
+        champion_scored_on = champion.tags.get(scored_on_tag, scored_on) if champion else scored_on
+        comparable = champion_scored_on == scored_on
+        promoted = champion_score is None or (comparable and score > champion_score)
         if champion is None:
             reason = f"no {settings.alias} yet"
         elif champion_score is None:
             reason = f"{settings.alias} version {champion.version} has no {settings.metric} score"
+        elif not comparable:
+            reason = (
+                f"not comparable: {settings.alias} version {champion.version} was scored on {champion_scored_on}, "
+                f"this version on {scored_on}; move the alias by hand once both are scored alike"
+            )
         else:
             reason = f"{score!r} {'>' if promoted else '<='} {champion_score!r}"
         if promoted:
@@ -174,6 +192,7 @@ def run_register(config: Params) -> dict[str, Any]:
             "version": int(version),
             "metric": settings.metric,
             "score": score,
+            "scored_on": scored_on,
             "champion_version": int(champion.version) if champion else None,
             "champion_score": champion_score,
             "promoted": promoted,
