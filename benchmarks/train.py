@@ -5,7 +5,7 @@ positive, hard negative) triplets from SciFact's labeled train claims, the same 
 learning rate and gradient checkpointing, each in its own process so that peak memory (max RSS) is its own:
 
 - ``plain``: a ``SentenceTransformer`` of the backbone's ``Transformer`` (plain text) and mean ``Pooling``,
-  ``add_adapter(LoraConfig)`` and ``MultipleNegativesRankingLoss``: the run a user would write by hand;
+  peft's ``get_peft_model`` and ``MultipleNegativesRankingLoss``: the run a user would write by hand;
 - ``ours``: what ``synthembed train`` builds (E5 instruction, EOS, left padding, InfoNCE with the collapse
   guard's bookkeeping, the no-duplicates sampler);
 - ``ours, 8x batch``: the same at ``--large-batch``, the memory a larger negative pool costs;
@@ -93,7 +93,7 @@ def worker(spec: dict) -> dict:
             step_ends.append(time.perf_counter())
 
     if spec["name"] == "plain":
-        from peft import LoraConfig
+        from peft import LoraConfig, get_peft_model
 
         # Plain text in, mean pooling: the same tokens and pooling as ours (sentence-transformers would otherwise
         # wrap every text in SmolLM2's chat template, 26 more tokens each, and pool the last token).
@@ -107,17 +107,16 @@ def worker(spec: dict) -> dict:
             transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
         mode = "lasttoken" if config.model.pooling == "auto" else config.model.pooling  # auto: decoder -> EOS
         pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=mode)
-        model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
         lora = config.lora
-        model.add_adapter(
-            LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=lora.target_modules,
-                task_type="FEATURE_EXTRACTION",
-            )
+        adapter = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="FEATURE_EXTRACTION",
         )
+        transformer.model = get_peft_model(transformer.model, adapter)  # peft's own entry point
+        model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
         loss = MultipleNegativesRankingLoss(model, scale=1.0 / config.train.temperature)
         args.batch_sampler = "batch_sampler"
         trainer_class = SentenceTransformerTrainer
