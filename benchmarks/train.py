@@ -5,7 +5,8 @@ positive, hard negative) triplets from SciFact's labeled train claims, the same 
 learning rate and gradient checkpointing, each in its own process so that peak memory (max RSS) is its own:
 
 - ``plain``: a ``SentenceTransformer`` of the backbone's ``Transformer`` (plain text) and mean ``Pooling``,
-  peft's ``get_peft_model`` and ``MultipleNegativesRankingLoss``: the run a user would write by hand;
+  peft's ``get_peft_model`` (through our ``attach_lora``, so the adapters are identical) and
+  ``MultipleNegativesRankingLoss``: the run a user would write by hand;
 - ``ours``: what ``synthembed train`` builds (E5 instruction, EOS, left padding, InfoNCE with the collapse
   guard's bookkeeping, the no-duplicates sampler);
 - ``ours, 8x batch``: the same at ``--large-batch``, the memory a larger negative pool costs;
@@ -62,6 +63,7 @@ def worker(spec: dict) -> dict:
     from synthembed.encoder.embedder import PLAIN_TEXT_MODALITY
     from synthembed.encoder.references import resolve_model
     from synthembed.params import load_params
+    from synthembed.train.adapter import attach_lora
     from synthembed.train.loss import build_loss
     from synthembed.train.trainer import LoraTrainer, build_model, training_arguments
 
@@ -93,8 +95,6 @@ def worker(spec: dict) -> dict:
             step_ends.append(time.perf_counter())
 
     if spec["name"] == "plain":
-        from peft import LoraConfig, get_peft_model
-
         # Plain text in, mean pooling: the same tokens and pooling as ours (sentence-transformers would otherwise
         # wrap every text in SmolLM2's chat template, 26 more tokens each, and pool the last token).
         transformer = Transformer(
@@ -107,16 +107,8 @@ def worker(spec: dict) -> dict:
             transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
         mode = "lasttoken" if config.model.pooling == "auto" else config.model.pooling  # auto: decoder -> EOS
         pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=mode)
-        lora = config.lora
-        adapter = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            task_type="FEATURE_EXTRACTION",
-        )
-        transformer.model = get_peft_model(transformer.model, adapter)  # peft's own entry point
         model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+        attach_lora(model, config.lora)  # peft's get_peft_model with the same LoraConfig as ours, by construction
         loss = MultipleNegativesRankingLoss(model, scale=1.0 / config.train.temperature)
         args.batch_sampler = "batch_sampler"
         trainer_class = SentenceTransformerTrainer
