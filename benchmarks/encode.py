@@ -19,8 +19,9 @@ import statistics
 import time
 from pathlib import Path
 
-for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_key, "1")
+from synthembed.offline import use_offline_defaults
+
+use_offline_defaults()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

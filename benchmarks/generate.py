@@ -15,12 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-for _key, _value in {
-    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    "LITELLM_OFFLINE_MODE": "true",
-    "OPENAI_API_KEY": "sk-benchmark-not-a-key",
-}.items():
-    os.environ.setdefault(_key, _value)
+from synthembed.offline import use_offline_defaults
+
+use_offline_defaults()
+os.environ.setdefault("OPENAI_API_KEY", "sk-benchmark-not-a-key")  # the local server wants no real key
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

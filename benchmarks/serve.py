@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_key, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from synthembed.offline import use_offline_defaults
+
+use_offline_defaults()
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402

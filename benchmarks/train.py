@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import subprocess
@@ -29,9 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_key, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from synthembed.offline import use_offline_defaults
+
+use_offline_defaults()
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELED = ROOT / "data" / "labeled" / "scifact_train.jsonl"

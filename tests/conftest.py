@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from synthembed.offline import use_offline_defaults
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    "LITELLM_OFFLINE_MODE": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
+use_offline_defaults()  # before torch, LiteLLM or MLflow is imported
 
 from pathlib import Path  # noqa: E402
 

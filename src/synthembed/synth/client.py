@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -18,11 +17,11 @@ from typing import Any
 from tqdm import tqdm
 
 from synthembed.errors import UserError
+from synthembed.offline import LITELLM, set_defaults
 from synthembed.params import LLMParams
 
 # litellm must not reach the network for its price list or tokenizers; set before it is imported.
-for _key, _value in {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_OFFLINE_MODE": "true"}.items():
-    os.environ.setdefault(_key, _value)
+set_defaults(LITELLM)
 
 PRIMARY = "primary"
 

@@ -25,14 +25,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from synthembed.errors import UserError
+from synthembed.offline import set_defaults
 from synthembed.params import MlflowParams, Params
 
-for _key, _value in {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "MLFLOW_LOGGING_LEVEL": "WARNING",  # database migrations are not news on every stage
-}.items():
-    os.environ.setdefault(_key, _value)
+set_defaults(
+    {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",  # database migrations are not news on every stage
+    }
+)
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
