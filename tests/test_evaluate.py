@@ -60,6 +60,11 @@ def perfect_match(folder: Path) -> Path:
     return folder
 
 
+def evaluate_cli(params: Path, *options: str):
+    """``synthembed evaluate OPTIONS --params PARAMS``, in-process."""
+    return CliRunner().invoke(app, ["evaluate", *options, "--params", str(params)])
+
+
 def test_bundled_tasks_have_mteb_names_scores_and_sizes() -> None:
     sizes = {}
     for name, build in bundled_tasks(REPO_ROOT / "data" / "eval").items():
@@ -100,20 +105,8 @@ def test_subsample_keeps_judged_documents_and_is_seeded() -> None:
 def test_cli_scores_a_beir_folder_end_to_end(tmp_path: Path, tiny_beir: Path, tiny_decoder_dir: Path) -> None:
     params = write_params(tmp_path / "params.yaml", instructions="never")
     output = tmp_path / "out" / "eval.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--model",
-            str(tiny_decoder_dir),
-            "--tasks",
-            str(perfect_match(tiny_beir)),
-            "--output",
-            str(output),
-            "--params",
-            str(params),
-        ],
-    )
+    task = str(perfect_match(tiny_beir))
+    result = evaluate_cli(params, "--model", str(tiny_decoder_dir), "--tasks", task, "--output", str(output))
     assert result.exit_code == 0, result.output
     metrics = json.loads(output.read_text())
     assert list(metrics) == ["tiny-scifact"]
@@ -191,7 +184,7 @@ def test_saved_models_keep_their_own_max_seq_length(tiny_decoder_dir: Path) -> N
 
 def test_unknown_task_is_one_clear_line(tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml")
-    result = CliRunner().invoke(app, ["evaluate", "--tasks", "SciFakt", "--params", str(params)])
+    result = evaluate_cli(params, "--tasks", "SciFakt")
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: unknown task 'SciFakt'")
@@ -217,18 +210,7 @@ def test_unknown_task_is_one_clear_line(tmp_path: Path) -> None:
 def test_malformed_beir_folder_is_one_clear_line(tmp_path: Path, tiny_beir: Path, breakage, message: str) -> None:
     breakage(tiny_beir)
     params = write_params(tmp_path / "params.yaml")
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--model",
-            "builtin:all-MiniLM-L6-v2",
-            "--tasks",
-            str(tiny_beir),
-            "--params",
-            str(params),
-        ],
-    )
+    result = evaluate_cli(params, "--model", "builtin:all-MiniLM-L6-v2", "--tasks", str(tiny_beir))
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
@@ -244,19 +226,6 @@ def test_minilm_reproduces_mteb_scifact(tmp_path: Path) -> None:
     """MTEB publishes nDCG@10 = 0.6451 for all-MiniLM-L6-v2 on SciFact; the full local copy must match."""
     params = write_params(tmp_path / "params.yaml")
     output = tmp_path / "eval.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--model",
-            "builtin:all-MiniLM-L6-v2",
-            "--tasks",
-            "SciFact",
-            "--output",
-            str(output),
-            "--params",
-            str(params),
-        ],
-    )
+    result = evaluate_cli(params, "--model", "builtin:all-MiniLM-L6-v2", "--tasks", "SciFact", "--output", str(output))
     assert result.exit_code == 0, result.output
     assert json.loads(output.read_text())["SciFact"]["ndcg_at_10"] == pytest.approx(0.6451, abs=0.001)
