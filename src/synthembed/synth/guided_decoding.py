@@ -102,9 +102,8 @@ class GuidedDecoder:
             seeds_now = [row.seed * 1_000_003 + round_ for row in active]
             new = self.continue_texts([row.text for row in active], seeds_now, max(caps), '"')
             for row, ids, cap in zip(active, new, caps, strict=True):
-                row.close_value(
-                    _string_body(self.tokenizer.decode(ids[:cap], skip_special_tokens=True)), len(ids[:cap])
-                )
+                kept = ids[:cap]
+                row.close_value(_string_body(self.tokenizer.decode(kept, skip_special_tokens=True)), len(kept))
             asked = [row for row in active if row.in_list and not row.list_is_full()]
             closes = self._closes_list([row.text for row in asked])
             going_on = {id(row) for row, close in zip(asked, closes, strict=True) if not close}
