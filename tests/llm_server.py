@@ -32,8 +32,15 @@ def by_hash(weights: dict[str, int]) -> Mode:
 
 
 class FakeLLMServer:
-    def __init__(self, mode: Mode = lambda prompt: "json", latency_s: float = 0.0, slow_s: float = 2.0):
+    def __init__(
+        self,
+        mode: Mode = lambda prompt: "json",
+        latency_s: float = 0.0,
+        slow_s: float = 2.0,
+        api_key: str | None = None,
+    ):
         self.mode = mode
+        self.api_key = api_key  # set: requests without ``Authorization: Bearer <api_key>`` get a 401
         self.latency_s = latency_s
         self.slow_s = slow_s
         self.lock = threading.Lock()
@@ -97,6 +104,9 @@ class FakeLLMServer:
             self.received[request] += 1
             attempt = self.received[request]
             self.headers_seen.append(headers)
+        if self.api_key and headers.get("Authorization") != f"Bearer {self.api_key}":
+            refused = {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+            return self._status(401, {"error": refused})
         mode = self.mode(prompt)
         if self.latency_s:
             time.sleep(self.latency_s)

@@ -24,7 +24,7 @@ def write_params(path: Path, **evaluate: object) -> Path:
     import yaml
 
     section = {"results_dir": str(path.parent / "mteb"), **evaluate}
-    path.write_text(yaml.safe_dump({"evaluate": section, "model": {"dtype": "fp32"}}))
+    path.write_text(yaml.safe_dump({"evaluate": section}))
     return path
 
 
@@ -113,10 +113,23 @@ def test_cli_scores_a_beir_folder_end_to_end(tmp_path: Path, tiny_beir: Path, ti
     scores = metrics["tiny-scifact"]
     assert scores["main_score"] == scores["ndcg_at_10"] == pytest.approx(1.0)
     assert {"map_at_10", "recall_at_10", "mrr_at_10"} <= set(scores) and "subset" not in scores
+    assert scores["precision"] == "fp32"  # the default on every machine, whatever its bf16 units
     model_results = tmp_path / "mteb" / "results" / tiny_decoder_dir.name
     assert list(model_results.glob("*/tiny-scifact.json")), "MTEB's own result file is kept"
     table = (tmp_path / "out" / "eval.csv").read_text().splitlines()
     assert table[0] == "task,model,main_score" and table[1].startswith(f"tiny-scifact,{tiny_decoder_dir.name},1.0")
+
+
+def test_bf16_evaluation_is_asked_for_and_recorded(tmp_path: Path, tiny_beir: Path, tiny_decoder_dir: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", instructions="never")
+    output = tmp_path / "eval.json"
+    task = str(perfect_match(tiny_beir))
+    options = ["--model", str(tiny_decoder_dir), "--tasks", task, "--output", str(output), "--precision", "bf16"]
+    assert evaluate_cli(params, *options).exit_code == 0
+    scores = json.loads(output.read_text())["tiny-scifact"]
+    assert scores["precision"] == "bf16" and scores["ndcg_at_10"] == pytest.approx(1.0)
+    refused = evaluate_cli(params, *options[:-1], "fp16")
+    assert refused.exit_code == 2 and "precision" in refused.output and "Traceback" not in refused.output
 
 
 def test_real_claims_rank_their_evidence_with_minilm(tmp_path: Path, tiny_beir: Path) -> None:
@@ -228,4 +241,5 @@ def test_minilm_reproduces_mteb_scifact(tmp_path: Path) -> None:
     output = tmp_path / "eval.json"
     result = evaluate_cli(params, "--model", "builtin:all-MiniLM-L6-v2", "--tasks", "SciFact", "--output", str(output))
     assert result.exit_code == 0, result.output
-    assert json.loads(output.read_text())["SciFact"]["ndcg_at_10"] == pytest.approx(0.6451, abs=0.001)
+    scores = json.loads(output.read_text())["SciFact"]
+    assert scores["ndcg_at_10"] == pytest.approx(0.6451, abs=0.001) and scores["precision"] == "fp32"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from synthembed.encoder import Embedder
+from synthembed.params import ModelParams
 from synthembed.serve import Limits, create_app, running_server
 
 KEY = "test-key-123"
@@ -26,7 +27,7 @@ INSTRUCTION = "Given a question, retrieve passages that answer it"
 
 @pytest.fixture(scope="module")
 def embedder(tiny_decoder_dir: Path) -> Embedder:
-    return Embedder.load(str(tiny_decoder_dir))
+    return Embedder.load(str(tiny_decoder_dir), ModelParams(dtype="fp32"))  # answers are compared exactly
 
 
 @pytest.fixture(scope="module")

@@ -216,3 +216,47 @@ def test_bad_language_is_one_line_error(tmp_path):
     assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[0]] and result.stderr.startswith(
         "error: generate.languages"
     )
+
+
+def _brainstorm_cli(tmp_path: Path, config: dict):
+    from typer.testing import CliRunner
+
+    from synthembed.cli import app
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
+    return CliRunner().invoke(app, ["brainstorm", "--params", str(tmp_path / "params.yaml")])
+
+
+def test_local_server_needs_no_key_in_the_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with FakeLLMServer() as server:
+        result = _brainstorm_cli(tmp_path, {**_config(server), "brainstorm": {"requests_per_kind": 1}})
+    assert result.exit_code == 0, result.output
+    assert server.statuses == Counter({200: 4}) and server.total_requests == 4  # no retries, no failures
+    assert len(Path("data/synthetic/tasks.jsonl").read_text().splitlines()) > 0
+
+
+@pytest.mark.parametrize("key", [None, "sk-wrong-key-0123456789"])
+def test_a_401_is_one_line_naming_the_variable(tmp_path, monkeypatch, key):
+    monkeypatch.chdir(tmp_path)
+    if key is None:
+        monkeypatch.delenv("OPENAI_API_KEY")
+    else:
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+    with FakeLLMServer(api_key="the-right-key") as server:
+        result = _brainstorm_cli(tmp_path, {**_config(server), "brainstorm": {"requests_per_kind": 1}})
+    last = result.output.strip().splitlines()[-1]  # after the progress bar
+    assert result.exit_code == 2 and last.startswith("error: ") and "Traceback" not in result.output, result.output
+    assert "OPENAI_API_KEY" in last and "401" in last and (key is None or key not in result.output)
+    assert server.statuses[401] <= 4 and server.statuses[200] == 0  # a refused key is not retried
+
+
+def test_hosted_model_without_a_key_fails_before_sending(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    result = _brainstorm_cli(tmp_path, {"llm": {"model": "openai/gpt-4o-mini"}})
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: llm.model openai/gpt-4o-mini needs an API key: set OPENAI_API_KEY in the environment"
+    )

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from synthembed.cli import app
 from synthembed.errors import UserError
-from synthembed.params import Params
+from synthembed.params import ModelParams, Params
 from synthembed.tracking import (
     download_model,
     hash_inputs,
@@ -64,7 +64,7 @@ def registry(store, tiny_decoder_dir: Path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", store["uri"])
         mp.setenv("OPENAI_API_KEY", FAKE_KEY)
-        embedder = Embedder.load(str(tiny_decoder_dir))
+        embedder = Embedder.load(str(tiny_decoder_dir), ModelParams(dtype="fp32"))  # compared exactly below
         embedder.save(work / "models" / "embedder")
         original = embedder.encode(TEXTS)
         results = [run_register(_config(work, score)) for score in (0.5, 0.6, 0.6, 0.4)]
@@ -95,24 +95,28 @@ def test_champion_moves_only_on_strictly_higher_score(registry) -> None:
 
 
 @pytest.mark.slow
-def test_scores_from_different_subsets_do_not_move_the_champion(registry) -> None:
+def test_scores_from_different_subsets_or_precisions_do_not_move_the_champion(registry) -> None:
     import mlflow
 
     work = registry["work"]
 
-    def register(score: float, documents: int) -> dict:
+    def register(score: float, documents: int, precision: str = "fp32") -> dict:
         config = _config(work)
         config.register.model_name = "synthembed-subsets"
         subset = {"n_queries": 100, "n_documents": documents}
-        (work / "metrics" / "eval.json").write_text(json.dumps({"SciFact": {"ndcg_at_10": score, "subset": subset}}))
+        scores = {"SciFact": {"ndcg_at_10": score, "subset": subset, "precision": precision}}
+        (work / "metrics" / "eval.json").write_text(json.dumps(scores))
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MLFLOW_TRACKING_URI", registry["uri"])
             return run_register(config)
 
     first, easier, alike = register(0.5, 250), register(0.9, 100), register(0.6, 250)
-    assert first["promoted"] and first["scored_on"] == '{"n_documents": 250, "n_queries": 100}'
+    assert first["promoted"]
+    assert first["scored_on"] == '{"data": {"n_documents": 250, "n_queries": 100}, "precision": "fp32"}'
     assert not easier["promoted"] and easier["reason"].startswith("not comparable: champion version 1 was scored on")
     assert alike["promoted"] and alike["reason"] == "0.6 > 0.5"
+    in_bf16 = register(0.95, 250, precision="bf16")  # same data, another precision: not comparable either
+    assert not in_bf16["promoted"] and '"precision": "fp32"' in in_bf16["reason"]
     champion = mlflow.MlflowClient(registry["uri"]).get_model_version_by_alias("synthembed-subsets", "champion")
     assert int(champion.version) == 3
 
@@ -133,7 +137,9 @@ def test_models_reference_loads_and_embeds_like_the_original(registry, reference
     assert (download_model(f"runs:/{run_id}/model") / "modules.json").exists()
     vectors = SentenceTransformer(str(path), device="cpu").encode(TEXTS, normalize_embeddings=True)
     np.testing.assert_allclose(vectors, registry["original"], atol=1e-5)
-    result = CliRunner().invoke(app, ["embed", "--model", reference, TEXTS[0]])
+    fp32 = registry["work"] / "fp32.yaml"
+    fp32.write_text("model: {dtype: fp32}\n")
+    result = CliRunner().invoke(app, ["embed", "--model", reference, "--params", str(fp32), TEXTS[0]])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout.strip().splitlines()[-1])["embedding"]
     np.testing.assert_allclose(printed, registry["original"][0], atol=1e-5)

@@ -72,11 +72,16 @@ def make_config(tmp_path: Path, backbone: Path, **train: object) -> Params:
     )
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def enter_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path`` as the working directory, holding the prepared records of :func:`records`."""
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "data" / "train" / "train.jsonl", (r.to_json() for r in records()))
     return tmp_path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return enter_workdir(tmp_path, monkeypatch)
 
 
 def test_tiny_run_learns_and_saves_consistent_models(workdir: Path, tiny_decoder_dir: Path) -> None:
@@ -200,3 +205,20 @@ def test_training_without_prepared_data_is_a_user_error(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="run `synthembed prepare` first"):
         run_train(make_config(tmp_path, tiny_decoder_dir))
+
+
+def test_a_failure_inside_the_libraries_is_one_error_line(tmp_path: Path, monkeypatch, tiny_decoder_dir) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from synthembed.cli import app
+
+    enter_workdir(tmp_path, monkeypatch)
+    config = make_config(tmp_path, tiny_decoder_dir)
+    config.lora.target_modules = ["no_such_projection"]  # peft raises an error of its own
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(config.model_dump()))
+    result = CliRunner().invoke(app, ["train"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert lines[-1].startswith("error: NoMatchingPeftModuleError: ") and "no_such_projection" in lines[-1]
+    assert "--debug" in lines[-1]

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train import TOPICS, make_config, records
+from test_train import TOPICS, enter_workdir, make_config
 
 from synthembed.encoder import Embedder
-from synthembed.io import write_jsonl
 from synthembed.params import ModelParams, TrainParams
 from synthembed.train.adapter import load_adapter_model
 from synthembed.train.distributed import deepspeed_config
@@ -21,14 +20,14 @@ from synthembed.train.distributed import deepspeed_config
 def test_two_cpu_ranks_train_and_save(stage: str, tmp_path: Path, monkeypatch, tiny_decoder_dir: Path) -> None:
     from synthembed.train.trainer import run_train
 
-    monkeypatch.chdir(tmp_path)
-    write_jsonl(tmp_path / "data" / "train" / "train.jsonl", (r.to_json() for r in records()))
+    enter_workdir(tmp_path, monkeypatch)
     config = make_config(tmp_path, tiny_decoder_dir, devices=2, deepspeed=stage, max_steps=4, batch_size=2)
     metrics = run_train(config)
     assert metrics["devices"] == 2 and metrics["deepspeed"] == stage and metrics["steps"] == 4
     assert metrics["verification"]["adapter_vs_base"] > 1e-3  # the saved adapter is not empty
     texts = [t for pair in TOPICS[:3] for t in pair]
-    merged = Embedder.load(str(tmp_path / "models" / "embedder"), ModelParams(max_seq_length=48)).encode(texts)
+    merged_dir = str(tmp_path / "models" / "embedder")
+    merged = Embedder.load(merged_dir, ModelParams(max_seq_length=48, dtype="fp32")).encode(texts)
     adapter = load_adapter_model(tmp_path / "models" / "adapter").encode(texts, normalize_embeddings=True)
     np.testing.assert_allclose(merged, adapter, atol=1e-4)
 

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
-from synthembed.errors import UserError
+from synthembed.errors import UserError, describe
+from synthembed.params import format_validation_error
 
 app = typer.Typer(
     help="Turn a decoder-only LLM into a text-embedding model: synthetic data, LoRA, InfoNCE, MTEB.",
@@ -27,7 +29,15 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ParamsOption = Annotated[Path, typer.Option("--params", help="params file (validated against the schema)")]
+ParamsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--params",
+        show_default=False,
+        help="params file (validated against the schema); default: ./params.yaml if present, else built-in defaults",
+    ),
+]
+DEFAULT_PARAMS = Path("params.yaml")
 ModelOption = Annotated[
     str | None,
     typer.Option("--model", help="model reference: a directory, builtin:NAME, models:/NAME@ALIAS or an HF id"),
@@ -55,6 +65,10 @@ def reports_errors(func: F) -> F:
             _fail(f"{exc.strerror}: {exc.filename}", 2, exc)
         except KeyboardInterrupt as exc:
             _fail("interrupted; no partial output was kept", 130, exc)
+        except ValidationError as exc:  # an option assigned into the params schema
+            _fail(format_validation_error(exc), 2, exc)
+        except Exception as exc:  # noqa: BLE001 - a failure of a library underneath: still one line
+            _fail(f"{describe(exc)} (rerun with --debug for the traceback)", 2, exc)
 
     return wrapper  # type: ignore[return-value]
 
@@ -66,10 +80,14 @@ def _fail(message: str, code: int, exc: BaseException) -> None:
     raise typer.Exit(code)
 
 
-def _params(path: Path):
-    from synthembed.params import load_params
+def _params(path: Path | None):
+    """The params file named with --params (it must exist), else ./params.yaml, else the built-in defaults:
+    ``embed``, ``search``, ``serve`` and ``evaluate`` work in any folder."""
+    from synthembed.params import Params, load_params
 
-    return load_params(path)
+    if path is None and not DEFAULT_PARAMS.exists():
+        return Params()
+    return load_params(path or DEFAULT_PARAMS)
 
 
 @contextlib.contextmanager
@@ -119,7 +137,7 @@ def embed(
     model: ModelOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help=".npy or .jsonl; printed if omitted")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="texts per forward pass")] = None,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Embed texts (queries with --instruction, documents without)."""
     config = _params(params)  # fail fast on a bad params file, before the heavy imports
@@ -164,7 +182,7 @@ def search(
     index: Annotated[Path | None, typer.Option(help="index folder (default: <corpus>.index)")] = None,
     backend: Annotated[str, typer.Option(help="numpy (exact) or faiss (approximate, optional)")] = "numpy",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Search a corpus; its embeddings are kept in an index and reused until the corpus or model changes."""
     from synthembed.search import format_results, run_search
@@ -196,7 +214,7 @@ def serve(
         int | None, typer.Option(min=1, help="tokens per text (more: 413); default: the model's maximum")
     ] = None,
     batching: Annotated[bool, typer.Option(help="merge concurrent requests into one encode call")] = True,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = None,
 ) -> None:
     """Serve the embedder over HTTP with an OpenAI-compatible POST /v1/embeddings."""
     config = _params(params)  # before the heavy imports: a bad params file fails at once
@@ -231,10 +249,15 @@ def evaluate(
     max_queries: Annotated[int | None, typer.Option(min=1, help="subsample queries / test items")] = None,
     max_documents: Annotated[int | None, typer.Option(min=1, help="subsample retrieval documents")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="default: evaluate.output")] = None,
-    params: ParamsOption = Path("params.yaml"),
+    precision: Annotated[
+        str | None, typer.Option(help="fp32, bf16 or auto (bf16 where the CPU/GPU has it); default: evaluate.precision")
+    ] = None,
+    params: ParamsOption = None,
 ) -> None:
     """Score a model with MTEB on local real data (bundled MTEB tasks or your own BEIR folder)."""
     config = _params(params)
+    if precision is not None:
+        config.evaluate.precision = precision  # validated by the schema: a bad value is one line
     from synthembed.evaluate import run_evaluate, scores_table_path
 
     if tasks or max_queries or max_documents:
@@ -255,7 +278,7 @@ def evaluate(
 
 @app.command()
 @reports_errors
-def register(params: ParamsOption = Path("params.yaml")) -> None:
+def register(params: ParamsOption = None) -> None:
     """Register the trained embedder in MLflow; it becomes the champion only if it scores higher."""
     from synthembed.tracking import run_register
 
@@ -267,7 +290,7 @@ def register(params: ParamsOption = Path("params.yaml")) -> None:
 
 @app.command()
 @reports_errors
-def brainstorm(params: ParamsOption = Path("params.yaml")) -> None:
+def brainstorm(params: ParamsOption = None) -> None:
     """Ask the LLM (llm.model) for task definitions; writes brainstorm.output and metrics/brainstorm.json."""
     from synthembed.synth import run_brainstorm
 
@@ -279,7 +302,7 @@ def brainstorm(params: ParamsOption = Path("params.yaml")) -> None:
 
 @app.command()
 @reports_errors
-def generate(params: ParamsOption = Path("params.yaml")) -> None:
+def generate(params: ParamsOption = None) -> None:
     """Write one training example per sampled request; writes generate.output and metrics/generate.json."""
     from synthembed.synth import run_generate
 
@@ -304,7 +327,7 @@ def _llm_summary(stage: str, metrics: dict, what: str) -> str:
 
 @app.command()
 @reports_errors
-def prepare(params: ParamsOption = Path("params.yaml")) -> None:
+def prepare(params: ParamsOption = None) -> None:
     """Turn synthetic examples and labeled sets into training records (data/train/)."""
     from synthembed.data.prepare import run_prepare
 
@@ -320,7 +343,7 @@ def prepare(params: ParamsOption = Path("params.yaml")) -> None:
 
 @app.command()
 @reports_errors
-def train(params: ParamsOption = Path("params.yaml")) -> None:
+def train(params: ParamsOption = None) -> None:
     """Fine-tune the backbone with LoRA and InfoNCE; writes models/adapter and models/embedder."""
     from synthembed.train.trainer import run_train
 

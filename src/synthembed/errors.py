@@ -1,5 +1,11 @@
-"""The one exception type the CLI turns into a one-line message and exit code 2."""
+"""The one exception type the CLI turns into a one-line message and exit code 2, and the line for any other."""
 
 
 class UserError(Exception):
     """A problem the user can fix (bad input, bad params, unknown model); shown without a traceback."""
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected exception (a library's, not ours) as one line: its type and its message's first line."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -137,7 +137,10 @@ class EvaluateParams(Section):
     max_queries: int | None = Field(None, ge=1)
     max_documents: int | None = Field(None, ge=1)
     instructions: Literal["auto", "always", "never"] = "auto"  # auto: instructions for decoder backbones only
-    data_dir: str | None = None  # bundled task data; None: the repository's data/eval
+    # fp32 unless asked otherwise, so a score does not depend on whether the machine has bf16 units; the
+    # precision is recorded with every score and the champion moves only between versions scored alike.
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    data_dir: str | None = None  # bundled task data; None: the package's copy of the repository's data/eval
     output: str = "metrics/eval.json"
     results_dir: str = "metrics/mteb"
 

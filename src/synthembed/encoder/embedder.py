@@ -21,7 +21,7 @@ from sentence_transformers.util import batch_to_device
 from tokenizers.processors import TemplateProcessing
 from tqdm.auto import trange
 
-from synthembed.encoder.precision import Precision, autocast, resolve_precision
+from synthembed.encoder.precision import PrecisionSetting, autocast, resolve_precision
 from synthembed.encoder.references import resolve_model
 from synthembed.errors import UserError
 from synthembed.params import ModelParams
@@ -43,13 +43,36 @@ def is_decoder(model_dir: Path) -> bool:
 
 
 def append_eos(tokenizer) -> None:
-    """Make the fast tokenizer append EOS to every sequence (kept through truncation and saving)."""
+    """Make the fast tokenizer end every sequence with EOS, keeping the prefix it adds itself.
+
+    E5-mistral's input is ``<s> text </s>``: Llama, Mistral and Gemma tokenizers put a BOS first, Qwen and
+    SmolLM2 none. The template is built from what the tokenizer's own post-processor adds in front of a
+    text, so that BOS (or its absence) survives; EOS is kept through truncation and saved in ``tokenizer.json``.
+    """
     eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
     if eos is None or eos_id is None:
         raise UserError("the backbone's tokenizer defines no EOS token; set model.append_eos: false")
+    prefix = tokenizer.convert_ids_to_tokens(_special_prefix(tokenizer))
+    if getattr(tokenizer, "add_eos_token", None) is False:
+        # Llama-family tokenizers rebuild their post-processor from these flags when they are loaded again.
+        tokenizer.add_eos_token = True
+    head = " ".join(prefix)
     tokenizer._tokenizer.post_processor = TemplateProcessing(
-        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, eos_id)]
+        single=f"{head} $A {eos}".strip(),
+        pair=f"{head} $A {eos} $B:1 {eos}:1".strip(),
+        special_tokens=sorted({(token, tokenizer.convert_tokens_to_ids(token)) for token in (*prefix, eos)}),
     )
+
+
+def _special_prefix(tokenizer) -> list[int]:
+    """The ids the tokenizer puts before a text of its own accord (e.g. ``[1]`` for Mistral's ``<s>``)."""
+    probe = "hello world"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return [int(token) for token in full[:start] if token != tokenizer.eos_token_id]
+    return []
 
 
 def build_sentence_transformer(model_dir: Path, params: ModelParams) -> SentenceTransformer:
@@ -99,7 +122,7 @@ def load_sentence_transformer(
 class Embedder:
     """Encodes queries (with an instruction) and documents (without) into normalised vectors."""
 
-    def __init__(self, model: SentenceTransformer, precision: Precision = "auto", batch_size: int = 32) -> None:
+    def __init__(self, model: SentenceTransformer, precision: PrecisionSetting = "auto", batch_size: int = 32) -> None:
         self.model = model
         self.precision = resolve_precision(precision)
         self.batch_size = batch_size

@@ -9,7 +9,8 @@ from typing import Literal
 
 import torch
 
-Precision = Literal["auto", "fp32", "bf16"]
+Precision = Literal["fp32", "bf16"]
+PrecisionSetting = Literal["auto", "fp32", "bf16"]  # auto: bf16 where the hardware multiplies it natively
 
 
 @functools.cache
@@ -23,7 +24,7 @@ def native_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: Precision) -> Literal["fp32", "bf16"]:
+def resolve_precision(precision: PrecisionSetting) -> Precision:
     if precision == "auto":
         return "bf16" if native_bf16() else "fp32"
     return precision
@@ -34,7 +35,7 @@ def device_type() -> str:
 
 
 @contextlib.contextmanager
-def autocast(precision: Literal["fp32", "bf16"]) -> Iterator[None]:
+def autocast(precision: Precision) -> Iterator[None]:
     """bf16 autocast keeps fp32 master weights (cosine >= 0.999 with fp32), unlike casting the weights."""
     if precision == "bf16":
         with torch.autocast(device_type(), dtype=torch.bfloat16):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,12 @@ from synthembed.evaluate.tasks import Limits, build_task
 from synthembed.io import write_csv, write_json
 from synthembed.params import Params
 
-BUNDLED_DATA = Path(__file__).resolve().parents[3] / "data" / "eval"
+# The repository's data/eval (what DVC tracks), linked into the package so an installed wheel carries it.
+BUNDLED_DATA = Path(str(resources.files("synthembed") / "eval_data"))
 
 
 def data_dir(config: Params) -> Path:
-    """Where the bundled task data lives: ``evaluate.data_dir``, else the repository's ``data/eval``."""
+    """Where the bundled task data lives: ``evaluate.data_dir``, else the copy shipped with the package."""
     return Path(config.evaluate.data_dir) if config.evaluate.data_dir else BUNDLED_DATA
 
 
@@ -59,13 +61,15 @@ def run_evaluate(config: Params, model: str, tasks: list[str], output: Path) -> 
 
     MTEB's own result files go under ``evaluate.results_dir``. A task that was subsampled
     (``evaluate.max_queries`` / ``max_documents``) records the evaluated sizes under ``subset``: such a score
-    is not comparable to MTEB's published numbers.
+    is not comparable to MTEB's published numbers. Every task records the ``precision`` it was encoded in
+    (``evaluate.precision``, fp32 by default).
     """
     import mteb
 
     limits = Limits(config.evaluate.max_queries, config.evaluate.max_documents, config.seed)
     built = [build_task(task, data_dir(config), limits) for task in tasks]  # fail on bad tasks before loading
-    encoder = EmbedderEncoder(Embedder.load(model, config.model), model_name(model), config.evaluate.instructions)
+    embedder = Embedder.load(model, config.model.model_copy(update={"dtype": config.evaluate.precision}))
+    encoder = EmbedderEncoder(embedder, model_name(model), config.evaluate.instructions)
     cache = mteb.ResultCache(cache_path=config.evaluate.results_dir)
     metrics: dict[str, dict[str, Any]] = {}
     progress = tqdm(built, desc="evaluate", unit="task")
@@ -76,6 +80,7 @@ def run_evaluate(config: Params, model: str, tasks: list[str], output: Path) -> 
         metrics[name] = scores_of(result.task_results[0])
         if task.subset is not None:
             metrics[name]["subset"] = task.subset
+        metrics[name]["precision"] = embedder.precision
         progress.write(f"{name}: {task.metadata.main_score} = {metrics[name]['main_score']:.4f}")
     write_json(output, metrics)
     write_scores_table(scores_table_path(output), model_name(model), metrics)

@@ -19,11 +19,15 @@ from tqdm import tqdm
 from synthembed.errors import UserError
 from synthembed.offline import LITELLM, set_defaults
 from synthembed.params import LLMParams
+from synthembed.secrets import redact
 
 # litellm must not reach the network for its price list or tokenizers; set before it is imported.
 set_defaults(LITELLM)
 
 PRIMARY = "primary"
+# What a local OpenAI-compatible server (vLLM, Ollama, llama.cpp) gets when the environment holds no key:
+# LiteLLM's OpenAI client refuses to send a request without one, and such servers accept any.
+PLACEHOLDER_KEY = "no-key-set"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,12 @@ class LLMClient:
             from synthembed.synth.local_provider import register
 
             register()
+        if not params.api_base:
+            for model in (params.model, *params.fallbacks):
+                if missing := _missing_key_variables(model):
+                    raise UserError(
+                        f"llm.model {model} needs an API key: set {' or '.join(missing)} in the environment"
+                    )
         cache_dir = Path(params.cache_dir)
         litellm.cache = Cache(type="local")
         litellm.cache.cache = DiskResponseCache(cache_dir / "responses")
@@ -110,6 +120,8 @@ class LLMClient:
         deployment: dict[str, Any] = {"model": model, "timeout": self.params.timeout_s, "max_retries": 0}
         if self.params.api_base:
             deployment["api_base"] = self.params.api_base
+            if _missing_key_variables(model):
+                deployment["api_key"] = PLACEHOLDER_KEY
         return deployment
 
     def sampling(self) -> dict[str, Any]:
@@ -197,7 +209,9 @@ class LLMClient:
                 seed=request.seed,
                 **self.sampling(),
             )
-        except (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError) as exc:
+        except litellm.AuthenticationError as exc:
+            raise UserError(self._refused_key(exc)) from None
+        except (litellm.PermissionDeniedError, litellm.NotFoundError) as exc:
             raise UserError(
                 f"the LLM provider refused the request ({type(exc).__name__}): {_first_line(exc)}"
             ) from None
@@ -233,6 +247,35 @@ class LLMClient:
         self.journal.append({"key": key, "model": model, "content": content, "cost_usd": cost, "at": time.time()})
         return Reply(request, content=content, model=model, source="cache" if hidden.get("cache_hit") else "llm")
 
+    def _refused_key(self, exc: Exception) -> str:
+        """A 401 as one line that names the variable to set."""
+        variable = _key_variable(self.params.model)
+        where = f"the LLM server at {self.params.api_base}" if self.params.api_base else "the LLM provider"
+        if self.params.api_base and _missing_key_variables(self.params.model):
+            return f"{where} wants an API key (401): set {variable} in the environment"
+        return f"{where} refused the API key in {variable} (401): {_first_line(exc)}"
+
+
+def _missing_key_variables(model: str) -> list[str]:
+    """The API-key variables that ``model``'s provider needs and the environment lacks (none for local/...)."""
+    import litellm
+
+    if model.startswith("local/"):
+        return []
+    missing = litellm.validate_environment(model=model).get("missing_keys") or []
+    return [name for name in missing if name.endswith("_API_KEY")]
+
+
+def _key_variable(model: str) -> str:
+    """The variable that holds the key for ``model``'s provider: ``OPENAI_API_KEY`` for ``openai/...``."""
+    import litellm
+
+    try:
+        provider = litellm.get_llm_provider(model)[1]
+    except Exception:  # noqa: BLE001 - an unknown provider fails on its own when the request is sent
+        provider = model.split("/", 1)[0]
+    return f"{provider.upper().replace('-', '_')}_API_KEY"
+
 
 def _cost(response: Any, hidden: dict[str, Any]) -> float | None:
     """The provider's price for this reply as LiteLLM knows it; None for models LiteLLM has no price for."""
@@ -247,4 +290,5 @@ def _cost(response: Any, hidden: dict[str, Any]) -> float | None:
 
 
 def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:300]
+    """The first line of a provider's message, with any secret value of the environment masked."""
+    return redact((str(exc).strip().splitlines() or [""])[0][:300])

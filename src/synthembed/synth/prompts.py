@@ -1,14 +1,19 @@
-"""Render the step templates in ``prompts/`` with Jinja2 in strict mode (a missing variable is an error)."""
+"""Render the step templates in ``prompts/`` with Jinja2 in strict mode (a missing variable is an error).
+
+The templates are the repository's top-level ``prompts/`` (what DVC tracks), linked into the package as
+``synthembed/prompts`` so that an installed wheel carries them too.
+"""
 
 from __future__ import annotations
 
 import functools
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-PROMPTS_DIR = Path(__file__).resolve().parents[3] / "prompts"
+PROMPTS_DIR = Path(str(resources.files("synthembed") / "prompts"))
 
 
 @functools.cache

@@ -2,7 +2,7 @@
 
 ``synthembed register`` logs the trained embedder with the sentence_transformers flavor, registers it, and
 moves the ``champion`` alias only when its score (a version tag) is strictly higher than the champion's and
-both were scored on the same evaluation data (the full task, or the same subset sizes).
+both were scored on the same evaluation data (the full task, or the same subset sizes) in the same precision.
 """
 
 from __future__ import annotations
@@ -121,11 +121,15 @@ def metric_value(scores: Mapping[str, Any], metric: str, source: str) -> float:
 
 
 def scored_on_of(scores: Mapping[str, Any], metric: str) -> str:
-    """What the metric's task was scored on: ``full``, or the subset sizes (scores of different subsets do not
-    compare, so the champion moves only between versions scored alike)."""
+    """What the metric's task was scored on: the data (``full`` or the subset sizes) and the precision.
+
+    Scores of different subsets or precisions do not compare, so the champion moves only between versions
+    scored alike; a score without a recorded precision compares with none that has one.
+    """
     task = scores.get(metric.split(".")[0])
-    subset = task.get("subset") if isinstance(task, Mapping) else None
-    return json.dumps(subset, sort_keys=True) if subset else "full"
+    task = task if isinstance(task, Mapping) else {}
+    on = {"data": task.get("subset") or "full", "precision": task.get("precision", "unrecorded")}
+    return json.dumps(on, sort_keys=True)
 
 
 def _pip_requirements() -> list[str]:

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from synthembed.errors import UserError
 from synthembed.offline import set_defaults
 from synthembed.params import MlflowParams, Params
+from synthembed.secrets import redact, secret_values
 
 set_defaults(
     {
@@ -35,8 +36,6 @@ set_defaults(
         "MLFLOW_LOGGING_LEVEL": "WARNING",  # database migrations are not news on every stage
     }
 )
-
-SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
 
 def tracking_uri(config: Params | None = None) -> str:
@@ -61,17 +60,6 @@ def open_store(uri: str, create: bool):
 
 
 # ---------------------------------------------------------------- secrets and flattening
-
-
-def secret_values() -> list[str]:
-    """Values of environment variables whose names look secret (API keys, tokens, passwords)."""
-    return [value for name, value in os.environ.items() if SECRET_NAME.search(name) and len(value) >= 8]
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

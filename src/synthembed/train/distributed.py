@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from synthembed.errors import UserError
+from synthembed.errors import UserError, describe
 from synthembed.params import Params
 
 
@@ -76,8 +76,9 @@ def _worker(params_file: str) -> None:
     config = Params.model_validate_json(Path(params_file).read_text())
     try:
         run_train(config)
-    except UserError as exc:
-        print(f"error: rank {os.environ.get('RANK', '?')}: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - each rank reports one line; the parent turns it into exit 2
+        message = str(exc) if isinstance(exc, UserError) else describe(exc)
+        print(f"error: rank {os.environ.get('RANK', '?')}: {message}", file=sys.stderr)
         sys.exit(2)
 
 

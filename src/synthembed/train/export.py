@@ -18,6 +18,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from synthembed.encoder.embedder import query_prompt
+from synthembed.encoder.precision import Precision, autocast
 from synthembed.errors import UserError
 from synthembed.train.adapter import load_adapter_model, merge
 
@@ -29,14 +30,19 @@ PROBE_TEXTS = (
 )
 PROBE_INSTRUCTION = "Given a question, retrieve passages that answer it"
 SAME_TOLERANCE = 1e-3  # max |difference| between two loads of the same weights (fp32)
+BF16_MIN_COSINE = 0.999  # the same weights in bf16: batch composition alone moves embeddings by ~2e-3
 MIN_CHANGE = 1e-4  # a trained adapter must move the embeddings at least this much
 
 
-def probe_embeddings(model: SentenceTransformer) -> np.ndarray:
-    """Queries (with the E5 prefix) and documents, the way the Embedder encodes them, in fp32."""
+def probe_embeddings(model: SentenceTransformer, precision: Precision = "fp32") -> np.ndarray:
+    """Queries (with the E5 prefix) and documents, the way the Embedder encodes them.
+
+    A model trained in bf16 is probed in bf16: the trainer keeps its forward under bf16 autocast (DeepSpeed
+    even keeps bf16 weights), so an fp32 probe of the reloaded files is compared like with like.
+    """
     texts = [query_prompt(PROBE_INSTRUCTION) + text for text in PROBE_TEXTS[:2]] + list(PROBE_TEXTS[2:])
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision):
         return model.encode(texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True)
 
 
@@ -80,14 +86,16 @@ def export_embedder(adapter_dir: Path, embedder_dir: Path) -> None:
 
 def verify_saved(
     trained: np.ndarray | None,
+    precision: Precision,
     base: SentenceTransformer,
     adapter_dir: Path,
     embedder_dir: Path,
     decoder: bool,
 ) -> dict[str, float]:
-    """Reload both outputs and compare: adapter == merged (== trained in memory), and != untrained
-    backbone."""
-    from_adapter = probe_embeddings(load_adapter_model(adapter_dir))
+    """Reload both outputs and compare: adapter == merged (== trained in memory, in its ``precision``), and
+    != untrained backbone."""
+    adapter_model = load_adapter_model(adapter_dir)
+    from_adapter = probe_embeddings(adapter_model)
     merged = SentenceTransformer(str(embedder_dir))
     if decoder:
         check_pooled_token_is_eos(merged)
@@ -97,11 +105,19 @@ def verify_saved(
         "adapter_vs_base": float(np.abs(from_adapter - probe_embeddings(base)).max()),
     }
     if trained is not None:
-        report["trained_vs_adapter"] = float(np.abs(trained - from_adapter).max())
-        if report["trained_vs_adapter"] > SAME_TOLERANCE:
+        reloaded = from_adapter if precision == "fp32" else probe_embeddings(adapter_model, precision)
+        report["trained_vs_adapter"] = float(np.abs(trained - reloaded).max())
+        report["trained_vs_adapter_min_cosine"] = float((trained * reloaded).sum(axis=1).min())
+        same = (
+            report["trained_vs_adapter"] <= SAME_TOLERANCE
+            if precision == "fp32"
+            else report["trained_vs_adapter_min_cosine"] >= BF16_MIN_COSINE
+        )
+        if not same:
             raise UserError(
-                f"the saved adapter does not reproduce the trained model (max difference "
-                f"{report['trained_vs_adapter']:.2e}); the files under {adapter_dir} are incomplete"
+                f"the saved adapter does not reproduce the trained model ({precision}: max difference "
+                f"{report['trained_vs_adapter']:.2e}, min cosine {report['trained_vs_adapter_min_cosine']:.5f}); "
+                f"the files under {adapter_dir} are incomplete"
             )
     if report["adapter_vs_merged"] > SAME_TOLERANCE:
         raise UserError(

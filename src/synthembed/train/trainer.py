@@ -108,6 +108,7 @@ def training_arguments(config: Params, checkpoint_dir: Path) -> SentenceTransfor
         logging_steps=1,
         seed=config.seed,
         bf16=resolve_precision(train.precision) == "bf16",
+        use_cpu=not torch.cuda.is_available(),  # the trainer refuses bf16 without a GPU unless told it is a CPU
         gradient_checkpointing=train.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if train.gradient_checkpointing else None,
         deepspeed=deepspeed_config(train.deepspeed),
@@ -183,7 +184,8 @@ def run_train(config: Params) -> dict[str, Any]:
     train_time = time.perf_counter() - started
 
     zero3 = config.train.deepspeed == "zero3"
-    trained = None if zero3 or not is_main else export.probe_embeddings(model)
+    precision = resolve_precision(config.train.precision)
+    trained = None if zero3 or not is_main else export.probe_embeddings(model, precision)
     model_params = config.model  # the saved models encode with the embedder's own sequence length
     with gathered(lora_parameters(model), zero3):
         if is_main:
@@ -197,7 +199,7 @@ def run_train(config: Params) -> dict[str, Any]:
     export.export_embedder(out / "adapter", out / "embedder")
     base = load_sentence_transformer(config.model.backbone, model_params)
     decoder = is_decoder(resolve_model(config.model.backbone)) and config.model.append_eos
-    verification = export.verify_saved(trained, base, out / "adapter", out / "embedder", decoder)
+    verification = export.verify_saved(trained, precision, base, out / "adapter", out / "embedder", decoder)
 
     curve = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
     write_csv(LOSS_CURVE_FILE, ["step", "loss"], curve)
@@ -216,7 +218,7 @@ def run_train(config: Params) -> dict[str, Any]:
         "train_records": len(records),
         "devices": world_size,
         "deepspeed": config.train.deepspeed,
-        "precision": resolve_precision(config.train.precision),
+        "precision": precision,
         "verification": verification,
     }
     write_json(METRICS_FILE, metrics)
