@@ -17,7 +17,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# mode(prompt) -> json, prose, fence, invalid, duplicate, rate_limit_once, server_error_once, slow_once, slow
+# mode(prompt) -> json, prose, fence, invalid, duplicate, rate_limit_once, server_error_once, slow_once, slow,
+# or a failure on every attempt: status_500, status_502, status_400, garbage_body (not JSON), no_choices
 Mode = Callable[[str], str]
 
 
@@ -83,7 +84,7 @@ class FakeLLMServer:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 status, payload = server.respond(body, dict(self.headers))
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -97,7 +98,7 @@ class FakeLLMServer:
 
         return Handler
 
-    def respond(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def respond(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any] | bytes]:
         prompt = body["messages"][-1]["content"]
         request = json.dumps([prompt, body.get("seed")])  # the same prompt with another seed is another request
         with self.lock:
@@ -105,7 +106,9 @@ class FakeLLMServer:
             attempt = self.received[request]
             self.headers_seen.append(headers)
         if self.api_key and headers.get("Authorization") != f"Bearer {self.api_key}":
-            refused = {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+            # Like some gateways, the message repeats what it was sent: the client must mask it.
+            sent = headers.get("Authorization", "nothing")
+            refused = {"message": f"Incorrect API key provided: {sent}", "type": "invalid_request_error"}
             return self._status(401, {"error": refused})
         mode = self.mode(prompt)
         if self.latency_s:
@@ -114,6 +117,8 @@ class FakeLLMServer:
             return self._status(429, {"error": {"message": "rate limited", "type": "rate_limit_error"}})
         if mode == "server_error_once" and attempt == 1:
             return self._status(503, {"error": {"message": "overloaded", "type": "server_error"}})
+        if mode in FAILURES:
+            return self._status(*FAILURES[mode])
         if mode == "slow" or (mode == "slow_once" and attempt == 1):
             time.sleep(self.slow_s)
         if self.hold_after is not None:
@@ -152,10 +157,19 @@ class FakeLLMServer:
             },
         )
 
-    def _status(self, status: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _status(self, status: int, payload: dict[str, Any] | bytes) -> tuple[int, dict[str, Any] | bytes]:
         with self.lock:
             self.statuses[status] += 1
         return status, payload
+
+
+FAILURES: dict[str, tuple[int, dict[str, Any] | bytes]] = {
+    "status_500": (500, {"error": {"message": "internal error", "type": "server_error"}}),
+    "status_502": (502, {"error": {"message": "bad gateway", "type": "server_error"}}),
+    "status_400": (400, {"error": {"message": "this request is malformed", "type": "invalid_request_error"}}),
+    "garbage_body": (200, b"<html>upstream proxy says hello</html>"),
+    "no_choices": (200, {"id": "x", "object": "chat.completion", "model": "m", "usage": {}}),
+}
 
 
 def _answer(body: dict[str, Any], prompt: str, identity: str) -> dict[str, Any]:

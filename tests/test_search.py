@@ -47,12 +47,12 @@ def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_read_corpus_formats(tmp_path: Path) -> None:
     plain = tmp_path / "plain.txt"
-    plain.write_text("first\n\nsecond\n")
-    assert [(d.id, d.content) for d in read_corpus(plain)] == [("0", "first"), ("1", "second")]
+    plain.write_text("first\n\nsecond\n")  # ids are line numbers from 0: a blank line keeps its number
+    assert [(d.id, d.content) for d in read_corpus(plain)] == [("0", "first"), ("2", "second")]
 
     jsonl = tmp_path / "docs.jsonl"
-    jsonl.write_text('{"id": "a", "text": "alpha"}\n{"text": "beta"}\n')
-    assert [(d.id, d.content) for d in read_corpus(jsonl)] == [("a", "alpha"), ("1", "beta")]
+    jsonl.write_text('{"id": "a", "text": "alpha"}\n\n{"text": "beta"}\n')
+    assert [(d.id, d.content) for d in read_corpus(jsonl)] == [("a", "alpha"), ("2", "beta")]
 
     beir = tmp_path / "corpus.jsonl"
     beir.write_text('{"_id": "d1", "title": "Cats", "text": "They purr."}\n{"_id": "d2", "title": "", "text": "x"}\n')
@@ -136,3 +136,66 @@ def test_search_cli_finds_the_relevant_document(tmp_path: Path, corpus: Path, mi
     results = json.loads(as_json.stdout)
     assert [r["hits"][0]["id"] for r in results] == ["0", "2"]
     assert results[0]["hits"][0]["score"] > results[0]["hits"][1]["score"]
+
+
+def _search(tmp_path: Path, corpus: Path, model: str, *args: str):
+    """``synthembed search`` through the real CLI, with params of its own (fp32: embeddings compare exactly)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("model:\n  dtype: fp32\n")
+    argv = ["search", *args, "--corpus", str(corpus), "--model", model, "--instruction", "", "--params", str(params)]
+    return CliRunner().invoke(app, argv)
+
+
+def test_plain_corpus_ids_are_line_numbers(tmp_path: Path, minilm_dir: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(f"{DOCS[0]}\n\n\n{DOCS[2]}\n   \n{DOCS[3]}\n")
+    result = _search(tmp_path, corpus, str(minilm_dir), "what fruit is yellow", "coral reef", "-k", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["hits"][0]["id"] for r in json.loads(result.stdout)] == ["3", "5"]
+    assert "3 documents" in result.stderr
+
+
+def test_bom_files_read_like_plain_utf8(tmp_path: Path, minilm_dir: Path) -> None:
+    """Notepad and PowerShell start UTF-8 files with a byte-order mark; it must not make JSONL read as text."""
+    rows = "".join(json.dumps({"id": f"doc-{i}", "text": text}) + "\n" for i, text in enumerate(DOCS))
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    result = _search(tmp_path, bom, str(minilm_dir), "what fruit is yellow", "-k", "1", "--json")
+    assert result.exit_code == 0, result.output
+    hit = json.loads(result.stdout)[0]["hits"][0]
+    assert (hit["id"], hit["text"]) == ("doc-2", DOCS[2])
+
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(rows)
+    vectors = {}
+    for name, source in (("bom", bom), ("plain", plain)):
+        output = tmp_path / f"{name}.jsonl"
+        argv = ["embed", "-i", str(source), "-o", str(output), "--model", str(minilm_dir)]
+        embedded = CliRunner().invoke(app, [*argv, "--params", str(tmp_path / "params.yaml")])  # fp32, as above
+        assert embedded.exit_code == 0, embedded.output
+        vectors[name] = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [row["text"] for row in vectors["bom"]] == DOCS
+    assert vectors["bom"] == vectors["plain"]
+
+
+def test_an_empty_folder_or_one_an_older_run_left_is_an_index(tmp_path: Path, corpus: Path, minilm_dir: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _search(tmp_path, corpus, str(minilm_dir), "capital", "--index", str(empty))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in empty.iterdir()) == ["embeddings.npy", "manifest.json"]
+    (empty / ".embeddings.npy.abcd1234.tmp").write_bytes(b"half")  # an interrupted earlier version's temporary
+    assert _search(tmp_path, corpus, str(minilm_dir), "capital", "--index", str(empty)).exit_code == 0
+
+
+@pytest.mark.parametrize("manifest", ["[1, 2]", "null", '"text"', "42", '{"format": 1', "", "\xff"])
+def test_malformed_manifest_is_rebuilt(tmp_path: Path, corpus: Path, minilm_dir: Path, manifest: str) -> None:
+    index = tmp_path / "idx"
+    args = ["what fruit is yellow", "-k", "1", "--json", "--index", str(index)]
+    assert _search(tmp_path, corpus, str(minilm_dir), *args).exit_code == 0
+    (index / "manifest.json").write_bytes(manifest.encode("latin-1"))
+    result = _search(tmp_path, corpus, str(minilm_dir), *args)
+    assert result.exit_code == 0, result.output
+    assert "built index" in result.stderr
+    assert json.loads(result.stdout)[0]["hits"][0]["id"] == "2"
+    assert json.loads((index / "manifest.json").read_text())["documents"] == len(DOCS)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,7 +95,8 @@ def test_health_needs_no_key_and_reports_the_model(server, embedder: Embedder) -
         (KEY, {"input": ["x"] * 9}, 413, "at most 8"),
         (KEY, {"input": "word " * 200}, 413, "at most 64"),
         (KEY, {"input": []}, 422, "at least one text"),
-        (KEY, {"input": ["ok", "  "]}, 422, "input[1]: empty text"),
+        (KEY, {"input": ["ok", "  "]}, 422, "input[1] is empty"),  # the CLI's rule (encoder.inputs)
+        (KEY, {"input": "\n\t "}, 422, "input[0] is empty"),
         (KEY, {"input": [1, 2, 3]}, 422, "input"),
         (KEY, {"texts": "missing input"}, 422, "input"),
         (KEY, {"input": "hi", "encoding_format": "int8"}, 422, "encoding_format"),
@@ -106,6 +108,154 @@ def test_bad_requests_get_a_status_and_a_message(server, key, body, status, mess
     response = _post(url, {"model": "tiny", **body}, key=key)
     assert response.status_code == status
     assert message in response.json()["error"]["message"]
+
+
+def _assert_openai_error(response: httpx.Response, status: int, message: str = "") -> None:
+    """The OpenAI error shape, whatever the status, so clients can show the message."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == status
+    assert message in error["message"]
+
+
+def _raw_request(url: str, head: str, body: bytes = b"") -> httpx.Response:
+    """Send a hand-written request on a plain socket and read one response (what httpx would not send)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head_bytes, _, content = data.partition(b"\r\n\r\n")
+        lines = head_bytes.decode("latin-1").split("\r\n")
+        headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines[1:])}
+        while len(content) < int(headers["content-length"]):
+            content += sock.recv(65536)
+    return httpx.Response(int(lines[0].split()[1]), headers=headers, content=content)
+
+
+def test_a_20_mb_body_is_refused_by_its_size_at_once(server) -> None:
+    """Cause 13: the byte limit comes before parsing and token counting, which took 30 s and 580 MB."""
+    url, _ = server
+    body = b'{"input": "' + b"word " * 4_000_000 + b'"}'
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    start = time.monotonic()
+    response = httpx.post(f"{url}/v1/embeddings", content=body, headers=headers, timeout=30)
+    assert time.monotonic() - start < 2
+    _assert_openai_error(response, 413, "larger than this server accepts")
+
+
+def test_the_declared_length_is_refused_before_the_body_arrives(server) -> None:
+    """Cause 13: a Content-Length over the limit gets 413 with no body sent at all; /health answers meanwhile."""
+    url, _ = server
+    head = f"POST /v1/embeddings HTTP/1.1\nHost: x\nAuthorization: Bearer {KEY}\nContent-Type: application/json\n"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_raw_request, url, head + "Content-Length: 20000000\n")
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        _assert_openai_error(pending.result(timeout=10), 413, "bytes")
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(server) -> None:
+    """Cause 13: a body without Content-Length is counted as it arrives (the test server's limit is 72 KiB)."""
+    url, _ = server
+    chunks = iter([b'{"input": "', b"a" * 65536, b"a" * 65536, b'"}'])
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    response = httpx.post(f"{url}/v1/embeddings", content=chunks, headers=headers, timeout=30)
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    _assert_openai_error(response, 413, "larger than this server accepts")
+
+
+@pytest.mark.parametrize("stage", ["count", "encode"])
+def test_health_answers_while_a_request_is_counted_or_encoded(server, monkeypatch, stage: str) -> None:
+    """Cause 13: token counting and encoding run on threads of their own, never on the event loop."""
+    url, app = server
+    owner, name = (app.state.counter, "lengths") if stage == "count" else (app.state.batcher, "encode")
+    original, inside, release = getattr(owner, name), threading.Event(), threading.Event()
+
+    def held(*args: object) -> object:
+        inside.set()
+        release.wait(10)
+        return original(*args)
+
+    monkeypatch.setattr(owner, name, held)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            pending = pool.submit(_post, url, {"input": TEXTS})
+            assert inside.wait(10)
+            assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        finally:
+            release.set()
+        assert pending.result().status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/v1/embeddings", 405), ("GET", "/nope", 404)])
+def test_router_errors_use_the_openai_shape(server, method: str, path: str, status: int) -> None:
+    """Cause 14: the handler is Starlette's HTTPException, which the router raises, not only FastAPI's."""
+    url, _ = server
+    response = httpx.request(method, f"{url}{path}", headers={"Authorization": f"Bearer {KEY}"})
+    _assert_openai_error(response, status)
+
+
+@pytest.mark.parametrize(
+    ("key", "content_type", "body", "status", "message"),
+    [
+        (KEY, "application/json", b'{"input": "hi"', 400, "not valid JSON"),
+        (KEY, "application/json", b"\xff\xfe{}", 400, "not valid JSON"),
+        (KEY, "application/json", b"[" * 50_000, 400, "not valid JSON"),
+        (KEY, "application/json", b'["hi"]', 422, "body"),
+        (KEY, None, b'{"input": "hi"}', 415, "Content-Type: application/json"),
+        (KEY, "text/plain", b'{"input": "hi"}', 415, "Content-Type: application/json"),
+        (KEY, "application/json; charset=utf-8", b'{"input": "hi"}', 200, ""),
+        (None, "application/json", b'{"input": ', 401, "API key"),
+        (None, None, b"not json", 401, "API key"),
+    ],
+)
+def test_the_body_is_checked_after_the_key_and_before_parsing(server, key, content_type, body, status, message) -> None:
+    """Cause 14: auth first, then the content type (415), then JSON (400) and its fields (422)."""
+    url, _ = server
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = httpx.post(f"{url}/v1/embeddings", content=body, headers=headers, timeout=30)
+    if status == 200:
+        assert response.status_code == 200 and len(response.json()["data"]) == 1
+    else:
+        _assert_openai_error(response, status, message)
+
+
+def test_an_unauthenticated_oversized_body_gets_401(server) -> None:
+    """Cause 14: a stranger is told only that the key is wrong, whatever the body."""
+    url, _ = server
+    head = "POST /v1/embeddings HTTP/1.1\nHost: x\nContent-Length: 20000000\n"
+    _assert_openai_error(_raw_request(url, head), 401, "API key")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"input": "great day \\ud83d"}', "input[0] is not valid Unicode"),
+        (b'{"input": ["fine", "cut \\ud83d through"]}', "input[1] is not valid Unicode"),
+    ],
+)
+def test_a_lone_surrogate_gets_422_with_the_clis_message(server, raw: bytes, message: str) -> None:
+    """Causes 9 and 15: legal JSON from JavaScript that cut an emoji; it crashed the tokenizer with a plain 500."""
+    url, _ = server
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    response = httpx.post(f"{url}/v1/embeddings", content=raw, headers=headers, timeout=30)
+    _assert_openai_error(response, 422, message)
+
+
+def test_an_unexpected_failure_is_a_500_in_the_openai_shape(server, monkeypatch) -> None:
+    """Cause 15: an exception nobody expected answers in the error shape, without its internals."""
+    url, app = server
+
+    def broken(texts: list[str], instruction: str | None) -> np.ndarray:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(app.state.batcher, "encode", broken)
+    response = _post(url, {"input": "hi"})
+    _assert_openai_error(response, 500, "internal server error")
+    assert "secret" not in response.text
 
 
 def test_openai_client_sees_the_error_message(server) -> None:

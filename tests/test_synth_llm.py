@@ -260,3 +260,83 @@ def test_hosted_model_without_a_key_fails_before_sending(tmp_path, monkeypatch):
     assert result.output.strip() == (
         "error: llm.model openai/gpt-4o-mini needs an API key: set OPENAI_API_KEY in the environment"
     )
+
+
+def test_failed_requests_are_counted_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    failures = {"status_500": 1, "status_502": 1, "status_400": 1, "garbage_body": 1, "no_choices": 1}
+    with FakeLLMServer(mode=by_hash({"json": 5, **failures})) as server:
+        config = Params.model_validate(_config(server, max_retries=0))
+        run_brainstorm(config)
+        metrics = run_generate(config)
+    reasons = metrics["rejected_by_reason"]
+    assert metrics["valid"] > 0 and metrics["valid"] + metrics["rejected"] == 40
+    assert reasons.get("server_error", 0) > 0 and reasons.get("bad_request", 0) > 0
+    assert set(reasons) <= {"server_error", "bad_request", "duplicate"}
+
+
+@pytest.mark.parametrize(
+    ("llm", "message"),
+    [
+        ({"api_base": "http://127.0.0.1:{closed}/v1"}, "nothing answers at http://127.0.0.1:"),
+        ({"model": "nonsense-provider/x"}, "llm.model nonsense-provider/x: LiteLLM knows no such provider"),
+    ],
+)
+def test_configuration_failures_are_one_line_naming_the_fix(tmp_path, monkeypatch, llm, message):
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    config = {"llm": {"model": "openai/x", "max_retries": 1, **llm}, "brainstorm": {"requests_per_kind": 1}}
+    config["llm"] = {key: str(value).format(closed=closed) for key, value in config["llm"].items()}
+    result = _brainstorm_cli(tmp_path, config)
+    last = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert last.startswith(f"error: {message}")
+    assert not Path("data/synthetic/tasks.jsonl").exists()
+
+
+def test_a_run_where_every_request_fails_is_an_error_not_an_empty_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with FakeLLMServer(mode=lambda prompt: "slow", slow_s=1.0) as server:  # hangs past the client's time-out
+        result = _brainstorm_cli(tmp_path, {**_config(server, timeout_s=0.2, max_retries=0)})
+    last = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 2 and last.startswith("error: brainstorm: none of the 4 requests gave a usable answer")
+    assert "4 timeout" in last and not Path("data/synthetic/tasks.jsonl").exists()
+
+
+def test_a_high_rejection_rate_is_a_warning_in_the_summary(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with FakeLLMServer(mode=by_hash({"json": 1, "invalid": 3})) as server:
+        config = _config(server, warn_rejected_fraction=0.2)
+        run_brainstorm(Params.model_validate(config))
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
+        from typer.testing import CliRunner
+
+        from synthembed.cli import app
+
+        result = CliRunner().invoke(app, ["generate"])
+    assert result.exit_code == 0, result.output
+    warning = next(line for line in result.output.splitlines() if line.startswith("warning: "))
+    assert "of the answers were rejected (above llm.warn_rejected_fraction 0.2)" in warning and "no_json" in warning
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("api_base", "http://bob:hunter2secret@127.0.0.1:9/v1"),
+        ("api_base", "http://hunter2secrettoken@127.0.0.1:9/v1"),
+        ("fallbacks", ["openai/x?key=gsk_hunter2secret0123"]),
+    ],
+)
+def test_credentials_in_params_are_refused_before_anything_is_recorded(tmp_path, monkeypatch, key, value):
+    monkeypatch.chdir(tmp_path)
+    result = _brainstorm_cli(tmp_path, {"llm": {"model": "openai/x", key: value}})
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {tmp_path / 'params.yaml'}: llm.{key}{'.0' if key == 'fallbacks' else ''}: credentials belong in "
+        "environment variables (e.g. OPENAI_API_KEY), never in params.yaml"
+    ]
+    assert "hunter2" not in result.output and not (tmp_path / "mlflow.db").exists()

@@ -1,7 +1,8 @@
 """The ``synthembed`` command: one sub-command per pipeline stage, plus embed, search and serve.
 
-This module only parses arguments and reports errors; the work lives in the stage packages. A
-:class:`~synthembed.errors.UserError` (or a bad file) becomes one ``error:`` line and exit code 2.
+This module only parses arguments and reports errors; the work lives in the stage packages. Every failure,
+a usage error, a :class:`~synthembed.errors.UserError`, a bad file or an error inside a library, becomes one
+``error:`` line (secret values of the environment masked) and exit code 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -18,11 +19,45 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from typer.core import TyperGroup
 
 from synthembed.errors import UserError, describe
 from synthembed.params import format_validation_error
+from synthembed.secrets import redact
+
+try:  # recent typer releases run on a copy of click of their own
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import exceptions as click_errors
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, an unknown command) as one ``error:`` line and exit code 2, like
+    every other failure, instead of click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as exc:
+            exc.show()  # the bare command prints its help
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            if not standalone_mode:
+                raise
+            typer.echo(f"error: {redact(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click_errors.Abort:
+            if not standalone_mode:
+                raise
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Turn a decoder-only LLM into a text-embedding model: synthetic data, LoRA, InfoNCE, MTEB.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -61,8 +96,9 @@ def reports_errors(func: F) -> F:
             return func(*args, **kwargs)
         except UserError as exc:
             _fail(str(exc), 2, exc)
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            _fail(f"{exc.strerror}: {exc.filename}", 2, exc)
+        except OSError as exc:  # a full or read-only disk, a missing file, a folder where a file belongs, ...
+            where = f": {exc.filename}" if exc.filename else ""
+            _fail(f"{exc.strerror or describe(exc)}{where}", 2, exc)
         except KeyboardInterrupt as exc:
             _fail("interrupted; no partial output was kept", 130, exc)
         except ValidationError as exc:  # an option assigned into the params schema
@@ -76,7 +112,7 @@ def reports_errors(func: F) -> F:
 def _fail(message: str, code: int, exc: BaseException) -> None:
     if _state["debug"]:
         raise exc
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -142,15 +178,21 @@ def embed(
     """Embed texts (queries with --instruction, documents without)."""
     config = _params(params)  # fail fast on a bad params file, before the heavy imports
     from synthembed.encoder import Embedder
-    from synthembed.io import atomic_write, read_texts
+    from synthembed.encoder.inputs import check_texts
+    from synthembed.io import atomic_write, check_writable, read_texts
 
     inputs = list(texts or [])
+    check_texts(inputs, name="TEXTS")
     if input is not None:
-        inputs += read_texts(input)
+        from_file = read_texts(input)
+        check_texts(from_file, name=str(input))
+        inputs += from_file
     if not inputs:
         raise UserError("no text to embed: pass TEXT arguments or --input FILE")
-    if output is not None and output.suffix not in (".npy", ".jsonl"):
-        raise UserError(f"--output must end in .npy or .jsonl, not {output.suffix or 'no suffix'!r}")
+    if output is not None:
+        if output.suffix not in (".npy", ".jsonl"):
+            raise UserError(f"--output must end in .npy or .jsonl, not {output.suffix or 'no suffix'!r}")
+        check_writable(output)  # before the model loads and the texts are embedded
     embedder = Embedder.load(model or default_model(config), config.model)
     vectors = embedder.encode(inputs, instruction=instruction, batch_size=batch_size)
     if output is None:
@@ -195,8 +237,12 @@ def search(
         config, queries, corpus, reference, instruction=instruction, k=top_k, index_dir=index, backend=backend
     )
     typer.echo(json.dumps(results.to_json(), ensure_ascii=False, indent=2) if as_json else format_results(results))
-    state = "reused" if results.reused else "built"
-    typer.echo(f"{state} index {results.index_dir} ({results.documents} documents, {reference})", err=True)
+    if results.unsaved:
+        line = f"warning: searched {results.documents} documents without saving the index ({results.unsaved})"
+    else:
+        state = "reused" if results.reused else "built"
+        line = f"{state} index {results.index_dir} ({results.documents} documents, {reference})"
+    typer.echo(line, err=True)
 
 
 @app.command()
@@ -297,7 +343,7 @@ def brainstorm(params: ParamsOption = None) -> None:
     config = _params(params)
     with tracked(config, "brainstorm", ["seed", "llm", "brainstorm"], [], [config.brainstorm.output]) as metrics:
         metrics.update(run_brainstorm(config))
-    typer.echo(_llm_summary("brainstorm", metrics, "tasks"), err=True)
+    typer.echo(_llm_summary("brainstorm", metrics, "tasks", config.llm.warn_rejected_fraction), err=True)
 
 
 @app.command()
@@ -311,10 +357,10 @@ def generate(params: ParamsOption = None) -> None:
     artifacts = ["metrics/generate.json"]
     with tracked(config, "generate", ["seed", "llm", "generate"], inputs, artifacts, config.generate.output) as metrics:
         metrics.update(run_generate(config))
-    typer.echo(_llm_summary("generate", metrics, "valid examples"), err=True)
+    typer.echo(_llm_summary("generate", metrics, "valid examples", config.llm.warn_rejected_fraction), err=True)
 
 
-def _llm_summary(stage: str, metrics: dict, what: str) -> str:
+def _llm_summary(stage: str, metrics: dict, what: str, warn_rejected_fraction: float) -> str:
     line = (
         f"{stage}: {metrics['valid']} {what}, {metrics['rejected']} rejected, "
         f"{metrics['requests']} requests, {metrics['cache_hits']} cached, "
@@ -322,6 +368,12 @@ def _llm_summary(stage: str, metrics: dict, what: str) -> str:
     )
     if metrics["budget_exhausted"]:
         line += f"; stopped at the budget (llm.budget_usd), {metrics['skipped_for_budget']} requests not sent"
+    if metrics["rejected_fraction"] > warn_rejected_fraction:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in metrics["rejected_by_reason"].items())
+        line += (
+            f"\nwarning: {metrics['rejected_fraction']:.0%} of the answers were rejected "
+            f"(above llm.warn_rejected_fraction {warn_rejected_fraction}): {reasons}"
+        )
     return line
 
 

@@ -6,6 +6,8 @@ import contextlib
 import csv
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -13,15 +15,19 @@ from typing import IO, Any
 
 from synthembed.errors import UserError
 
+# Temporaries are named for their writer, ``.NAME.HOST.PID.XXXXXXXX.tmp``, so that one left by a killed writer
+# can be told apart from one that a live writer (on this machine or another sharing the folder) still uses.
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Write to a temporary file beside ``path`` and rename it into place only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary(path.parent, path.name)
     try:
-        with os.fdopen(fd, mode) as handle:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -31,6 +37,48 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, naming ``path`` as the user typed it, if no file can be written there: before the work, not
+    after it. Writes one byte in the nearest existing folder (which finds a full disk too) and creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write {path}: {folder} is a file, not a folder")
+    try:
+        fd, probe = _temporary(folder, path.name)
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _temporary(folder: Path, name: str) -> tuple[int, str]:
+    """A new temporary for ``name`` in ``folder``, after removing those of writers that died (SIGKILL, power
+    loss) and so could not remove their own; a file as large as the output would otherwise stay forever."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.{re.escape(HOST)}\.(\d+)\.[a-z0-9_]{{8}}\.tmp")
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match and not _running(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+    return tempfile.mkstemp(dir=folder, prefix=f".{name}.{HOST}.{os.getpid()}.", suffix=".tmp")
+
+
+def _running(pid: int) -> bool:
+    import psutil  # a dependency of accelerate; unlike os.kill(pid, 0), also safe on Windows
+
+    return pid == os.getpid() or psutil.pid_exists(pid)
 
 
 def _umask() -> int:
@@ -78,32 +126,41 @@ def json_objects(lines: Iterable[str], path: str | Path) -> Iterator[tuple[int, 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Every line a JSON object; a bad line is an error naming its line number."""
-    return [row for _, row in json_objects(_read_lines(path), path)]
+    return [row for _, row in json_objects(read_lines(path), path)]
+
+
+def read_records(path: str | Path, field: str = "text") -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) per text in a file of plain lines (each a row ``{field: line}``) or of JSONL objects
+    carrying a string ``field``, told apart by the first non-blank line. Blank lines are skipped but counted,
+    so the numbers stay the file's own line numbers."""
+    lines = read_lines(path)
+    first = next((line for line in lines if line.strip()), "")
+    if first.lstrip().startswith("{"):
+        records = list(json_objects(lines, path))
+        for number, row in records:
+            if not isinstance(row.get(field), str):
+                raise UserError(f"{path}: line {number} has no string field {field!r}")
+    else:
+        records = [(number, {field: line}) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not records:
+        raise UserError(f"{path} holds no text")
+    return records
 
 
 def read_texts(path: str | Path, field: str = "text") -> list[str]:
-    """Texts from plain lines, or from JSONL whose objects carry ``field`` (detected from the first line)."""
-    lines = _read_lines(path)
-    first = next((line for line in lines if line.strip()), "")
-    if not first.lstrip().startswith("{"):
-        texts = [line for line in lines if line.strip()]
-    else:
-        texts = []
-        for number, row in json_objects(lines, path):
-            if not isinstance(row.get(field), str):
-                raise UserError(f"{path}: line {number} has no string field {field!r}")
-            texts.append(row[field])
-    if not texts:
-        raise UserError(f"{path} holds no text")
-    return texts
+    """Texts from plain lines, or from JSONL whose objects carry ``field``."""
+    return [row[field] for _, row in read_records(path, field)]
 
 
-def _read_lines(path: str | Path) -> list[str]:
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a user's UTF-8 file. A byte-order mark (Notepad, PowerShell) is dropped, and lines end at
+    newlines (``\n`` or ``\r\n``) only, so a text holding U+2028 or a form feed (JSON keeps them raw) is not cut
+    in two."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a file")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return [line.removesuffix("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")]
     except FileNotFoundError:
         raise UserError(f"file {path} not found") from None
     except PermissionError:

@@ -49,14 +49,8 @@ class LLMParams(Section):
     max_retries: int = Field(3, ge=0)  # retries with exponential backoff on 429, 5xx, timeouts
     timeout_s: float = Field(600.0, gt=0)  # per request
     budget_usd: float = Field(5.0, ge=0)  # stop sending once the accounted cost reaches this
+    warn_rejected_fraction: float = Field(0.5, ge=0, le=1)  # the summary warns when more answers are rejected
     cache_dir: str = "data/synthetic/cache"  # response cache and raw-response journals
-
-    @model_validator(mode="after")
-    def _no_inline_secrets(self) -> LLMParams:
-        for value in (self.model, self.api_base or "", *self.fallbacks):
-            if "api_key" in value.lower() or "sk-" in value:
-                raise ValueError("API keys belong in environment variables, never in params.yaml")
-        return self
 
 
 class BrainstormParams(Section):
@@ -161,15 +155,30 @@ class MlflowParams(Section):
     tracking_uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides it
     experiment: str = Field("synthembed", min_length=1)
 
-    @model_validator(mode="after")
-    def _no_inline_credentials(self) -> MlflowParams:
-        if re.search(r"://[^/@]+:[^/@]+@", self.tracking_uri):
-            raise ValueError("credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD, never in params.yaml")
-        return self
-
 
 # ``register`` is a stage name; pydantic warns only because ABCMeta also has a ``register`` method.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+# Params land in dvc.lock, MLflow and logs, so no string in them may carry a credential.
+CREDENTIALS = (
+    re.compile(r"://[^/?#\s]*@"),  # user:password@host or token@host in a URL
+    re.compile(r"[?&;](?:api[_-]?key|key|token|access[_-]?token|secret|password|sig)=", re.IGNORECASE),
+    re.compile(r"(?<![A-Za-z0-9])(?:sk|gsk|pk|rk|xai|hf)[-_][A-Za-z0-9_-]{12,}"),  # provider key prefixes
+    re.compile(r"api[_-]?key", re.IGNORECASE),
+)
+CREDENTIAL_HOME = {"mlflow": "MLFLOW_TRACKING_USERNAME/PASSWORD (or MLFLOW_TRACKING_TOKEN)"}
+
+
+def credential_path(data: object, path: str = "") -> str | None:
+    """The dotted path of the first string in ``data`` that looks like it holds a credential."""
+    if isinstance(data, str):
+        return path if any(pattern.search(data) for pattern in CREDENTIALS) else None
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        if found := credential_path(value, f"{path}.{key}" if path else str(key)):
+            return found
+    return None
 
 
 class Params(Section):
@@ -187,12 +196,32 @@ class Params(Section):
     register: RegisterParams = RegisterParams()
     mlflow: MlflowParams = MlflowParams()
 
+    @model_validator(mode="after")
+    def _no_credentials(self) -> Params:
+        if found := credential_path(self.model_dump()):
+            home = CREDENTIAL_HOME.get(found.split(".")[0], "environment variables (e.g. OPENAI_API_KEY)")
+            raise ValueError(f"{found}: credentials belong in {home}, never in params.yaml")
+        return self
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``path``; raise :class:`UserError` with one line naming the bad key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=UniqueKeyLoader) or {}
     except FileNotFoundError:
         raise UserError(f"params file {path} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -200,7 +229,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
-        raise UserError(f"params file {path} is not valid YAML{line}") from None
+        problem = f": {exc.problem}" if str(getattr(exc, "problem", "")).startswith("duplicate key") else ""
+        raise UserError(f"params file {path} is not valid YAML{line}{problem}") from None
     if not isinstance(raw, dict):
         raise UserError(f"params file {path} must be a mapping of sections")
     try:
@@ -213,6 +243,8 @@ def format_validation_error(exc: ValidationError) -> str:
     """First error as ``key.path: message``; unknown keys list the allowed ones."""
     error = exc.errors()[0]
     loc = [str(p) for p in error["loc"]]
+    if not loc and error["type"] == "value_error":  # a check across sections names its own key
+        return str(error["ctx"]["error"])
     key = ".".join(loc) or "<root>"
     if error["type"] == "extra_forbidden":
         section: type[BaseModel] = Params

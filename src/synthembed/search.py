@@ -17,8 +17,9 @@ from typing import Literal
 
 import numpy as np
 
+from synthembed.encoder.inputs import check_texts
 from synthembed.errors import UserError
-from synthembed.io import atomic_write, read_jsonl, read_texts, write_json
+from synthembed.io import atomic_write, check_writable, read_records, write_json
 from synthembed.params import Params
 
 Backend = Literal["numpy", "faiss"]
@@ -26,6 +27,7 @@ INDEX_FORMAT = 1
 EMBEDDINGS_FILE = "embeddings.npy"
 MANIFEST_FILE = "manifest.json"
 FAISS_FILE = "faiss.index"
+INDEX_FILES = (EMBEDDINGS_FILE, MANIFEST_FILE, FAISS_FILE)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class SearchResults:
     index_dir: Path
     reused: bool  # False when the corpus was (re-)embedded by this call
     documents: int
+    unsaved: str | None = None  # why the vectors this call embedded could not be saved (a read-only folder)
 
     def to_json(self) -> list[dict]:
         return [
@@ -63,18 +66,14 @@ class SearchResults:
 
 
 def read_corpus(path: str | Path) -> list[Document]:
-    """Documents from plain lines (id = line order), JSONL with ``text`` and optional ``id``, or BEIR.
+    """Documents from plain lines, JSONL with ``text`` and optional ``id``, or BEIR (``_id``, ``title``, ``text``).
 
-    BEIR rows carry ``_id``, ``title`` and ``text``.
+    A document without an id is named by its line number counted from 0, as docs/serving.md promises: a blank
+    line is skipped but keeps its number, so the ids of the lines after it do not shift.
     """
-    texts = read_texts(path)  # clean errors for a missing, unreadable, empty or malformed file
-    with open(path, encoding="utf-8") as handle:
-        first = next((line for line in handle if line.strip()), "")
-    if not first.lstrip().startswith("{"):
-        return [Document(str(i), text) for i, text in enumerate(texts)]
     documents = []
-    for number, row in enumerate(read_jsonl(path)):
-        ident = row.get("_id", row.get("id", number))
+    for number, row in read_records(path):
+        ident = row.get("_id", row.get("id", number - 1))
         title = row.get("title") or ""
         if not isinstance(title, str):
             raise UserError(f"{path}: document {ident} has a title that is not a string")
@@ -83,6 +82,7 @@ def read_corpus(path: str | Path) -> list[Document]:
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"{path}: document id {duplicate!r} occurs more than once")
+    check_texts([d.content for d in documents], name=f"{path}: document")
     return documents
 
 
@@ -123,14 +123,38 @@ def index_key(corpus: Path, model: str, model_dir: Path, config: Params) -> dict
     }
 
 
+def check_index_dir(index_dir: Path) -> None:
+    """Refuse a folder that holds anything but our own index files: saving an index deletes and rewrites
+    ``manifest.json`` and ``faiss.index``, which in a web app's folder (``--index .``) are someone else's."""
+    if index_dir.exists() and not index_dir.is_dir():
+        raise UserError(f"index folder {index_dir} is a file, not a folder")
+    if not index_dir.is_dir():
+        return
+    foreign = sorted(entry.name for entry in index_dir.iterdir() if not _is_index_file(entry.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(
+            f"index folder {index_dir} holds files that are not part of a search index ({shown}); "
+            "pass --index a new or empty folder"
+        )
+
+
+def _is_index_file(name: str) -> bool:
+    """One of the index files, or a temporary that an atomic write of one of them left behind."""
+    return name in INDEX_FILES or any(name.startswith(f".{file}.") and name.endswith(".tmp") for file in INDEX_FILES)
+
+
 def load_index(index_dir: Path, key: dict, documents: int) -> np.ndarray | None:
-    """The saved vectors when the manifest matches ``key`` and the corpus size, else None."""
+    """The saved vectors when the manifest matches ``key`` and the corpus size, else None (rebuild), also
+    when the manifest or the vectors are unreadable or malformed."""
     try:
-        manifest = json.loads((index_dir / MANIFEST_FILE).read_text())
-        if any(manifest.get(name) != value for name, value in key.items()) or manifest.get("documents") != documents:
+        manifest = json.loads((index_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or manifest.get("documents") != documents:
+            return None
+        if any(manifest.get(name) != value for name, value in key.items()):
             return None
         embeddings = np.load(index_dir / EMBEDDINGS_FILE)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):
         return None
     return embeddings if embeddings.shape == (documents, manifest.get("dimension")) else None
 
@@ -186,9 +210,8 @@ def _faiss_index(embeddings: np.ndarray, index_dir: Path | None):
     index.hnsw.efSearch = 128
     index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
     if path is not None:
-        tmp = path.with_name(f".{FAISS_FILE}.tmp")
-        faiss.write_index(index, str(tmp))
-        tmp.replace(path)
+        with atomic_write(path, "wb") as handle:
+            handle.write(faiss.serialize_index(index).tobytes())
     return index
 
 
@@ -207,14 +230,21 @@ def run_search(
     from synthembed.encoder import Embedder
     from synthembed.encoder.references import resolve_model
 
-    queries = [q for q in queries if q.strip()]
     if not queries:
         raise UserError("no query to search for: pass one or more QUERY arguments")
+    check_texts(queries, name="QUERIES")
     if k < 1:
         raise UserError("--top-k must be at least 1")
     corpus = Path(corpus)
     documents = read_corpus(corpus)
     index_dir = Path(index_dir) if index_dir is not None else default_index_dir(corpus)
+    check_index_dir(index_dir)
+    try:  # a corpus in a read-only folder is still searched, only its index is not kept
+        check_writable(index_dir / EMBEDDINGS_FILE)
+    except UserError as exc:
+        unsaved, save_dir = str(exc), None
+    else:
+        unsaved, save_dir = None, index_dir
     model_dir = resolve_model(model)
     embedder = Embedder.load(str(model_dir), config.model)
     key = index_key(corpus, model, model_dir, config)
@@ -222,9 +252,10 @@ def run_search(
     reused = embeddings is not None
     if embeddings is None:
         embeddings = embedder.encode([d.content for d in documents])
-        save_index(index_dir, key, embeddings, corpus)
+        if save_dir is not None:
+            save_index(save_dir, key, embeddings, corpus)
     vectors = embedder.encode(queries, instruction=instruction, show_progress=False)
-    scores, rows = top_k(embeddings, vectors, k, backend, index_dir)
+    scores, rows = top_k(embeddings, vectors, k, backend, save_dir)
     hits = [
         [
             Hit(rank, float(score), documents[row].id, documents[row].content)
@@ -233,7 +264,7 @@ def run_search(
         ]
         for query_scores, query_rows in zip(scores, rows, strict=True)
     ]
-    return SearchResults(list(queries), hits, index_dir, reused, len(documents))
+    return SearchResults(list(queries), hits, index_dir, reused, len(documents), None if reused else unsaved)
 
 
 def format_results(results: SearchResults, width: int = 80) -> str:

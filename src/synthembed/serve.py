@@ -4,7 +4,13 @@
 marks the inputs as queries (E5 prefix); ``encoding_format`` may be ``float`` or ``base64`` (the ``openai``
 client asks for base64 by default). Concurrent requests are merged by a micro-batcher: while the model encodes
 one batch, new requests queue up, and the next encode call takes all of them at once, which is what lets a
-small server keep up with many clients. Errors use OpenAI's ``{"error": {"message": ...}}`` shape.
+small server keep up with many clients.
+
+A request is checked cheapest first, so that a bad or hostile one costs little: the API key, then the content
+type and the body's size (before anything is parsed), then the JSON, the fields and the texts (the rule that the
+CLI applies too), and last the token counts, which run on a thread of their own so that ``/health`` and other
+requests never wait behind a huge text. Every error, even a 404 or a 500, uses OpenAI's
+``{"error": {"message", "type", "param", "code"}}`` shape, so clients show its message.
 """
 
 from __future__ import annotations
@@ -13,21 +19,24 @@ import asyncio
 import base64
 import contextlib
 import copy
+import json
+import re
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException  # FastAPI's HTTPException and the router's 404 and 405 are these
 
 from synthembed.encoder.embedder import Embedder, query_prompt
+from synthembed.encoder.inputs import check_texts
 from synthembed.errors import UserError
 
 API_KEY_ENV = "SYNTHEMBED_API_KEY"
@@ -41,6 +50,16 @@ class Limits:
     max_inputs: int = 256  # texts per request
     max_input_tokens: int | None = None  # per text, instruction included; None: the model's max_seq_length
     max_batch_texts: int = 256  # texts merged into one encode call
+    max_request_bytes: int | None = None  # body size; None: 16 bytes per allowed token + 64 KiB, at most 16 MiB
+
+    def request_bytes(self, max_tokens: int) -> int:
+        """The body size limit, checked before the body is read, parsed or tokenized.
+
+        A valid body holds no more text than the token limits allow; 16 bytes a token leave room for JSON escapes.
+        """
+        if self.max_request_bytes is not None:
+            return self.max_request_bytes
+        return min(self.max_inputs * max_tokens * 16 + 2**16, 2**24)  # 64 KiB for the other fields; 16 MiB
 
 
 class EmbeddingRequest(BaseModel):
@@ -50,6 +69,13 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
+
+
+_JSON_MEDIA_TYPE = re.compile(r"application/([\w.-]+\+)?json")  # application/json, application/vnd.x+json
+# The route reads its body itself (to check size and type first), so the schema is declared for /docs by hand.
+_BODY_SCHEMA = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": EmbeddingRequest.model_json_schema()}}}
+}
 
 
 class MicroBatcher:
@@ -113,6 +139,28 @@ class MicroBatcher:
                     start += len(item_texts)
 
 
+class TokenCounter:
+    """Count the tokens of texts on one thread of its own, so a huge text never stalls the event loop.
+
+    A Rust tokenizer used from two threads at once can fail with "Already borrowed": the counter has its own
+    copy of the tokenizer (the encode worker uses the embedder's), and a single thread, so it never runs
+    concurrently with itself.
+    """
+
+    def __init__(self, tokenizer: Callable[[list[str]], Mapping[str, Any]]) -> None:
+        self.tokenizer = copy.deepcopy(tokenizer)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="count")
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+
+    async def count(self, texts: list[str]) -> list[int]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.lengths, texts)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
 def create_app(
     embedder: Embedder,
     model_name: str,
@@ -124,9 +172,8 @@ def create_app(
     """The app serving ``embedder``; with ``api_key`` every /v1 request needs ``Authorization: Bearer``."""
     limits = limits or Limits()
     max_tokens = limits.max_input_tokens or int(embedder.model.max_seq_length)
-    # Counting runs on the event loop while the worker encodes: a Rust tokenizer used from two threads at once
-    # can fail with "Already borrowed", so counting gets its own copy.
-    counter = copy.deepcopy(embedder.tokenizer)
+    max_bytes = limits.request_bytes(max_tokens)
+    counter = TokenCounter(embedder.tokenizer)
     batcher = MicroBatcher(
         lambda texts, instruction: embedder.encode(texts, instruction=instruction, show_progress=False),
         limits.max_batch_texts,
@@ -138,26 +185,36 @@ def create_app(
         await batcher.start()
         yield
         await batcher.stop()
+        counter.close()
 
     app = FastAPI(title="synthembed embeddings", lifespan=lifespan)
     app.state.batcher = batcher
+    app.state.counter = counter
 
     def authorize(request: Request) -> None:
+        """A dependency, so it runs before the route reads the body: a stranger learns nothing but 401."""
         if api_key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+            raise HTTPException(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), exc.headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
-        return _error(422, f"{where}: {error['msg']}")
+    @app.exception_handler(UserError)
+    async def user_error(_: Request, exc: UserError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(Exception)
+    async def server_error(_: Request, exc: Exception) -> JSONResponse:
+        """Anything unexpected: the traceback goes to the server log (Starlette re-raises), not to the client."""
+        return _error(500, "internal server error; the server log has the details")
 
     @app.get("/health")
     async def health() -> dict:
@@ -167,12 +224,13 @@ def create_app(
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "synthembed"}]}
 
-    @app.post("/v1/embeddings", dependencies=[Depends(authorize)])
-    async def embeddings(body: EmbeddingRequest) -> dict:
+    @app.post("/v1/embeddings", dependencies=[Depends(authorize)], openapi_extra=_BODY_SCHEMA)
+    async def embeddings(request: Request) -> dict:
+        body = _parse(await _read_body(request, max_bytes))
         texts = [body.input] if isinstance(body.input, str) else body.input
         _check(texts, body, embedder.dimension, limits.max_inputs)
         prompt = query_prompt(body.instruction)
-        lengths = [len(ids) for ids in counter([prompt + t for t in texts])["input_ids"]]
+        lengths = await counter.count([prompt + t for t in texts])
         too_long = next((i for i, n in enumerate(lengths) if n > max_tokens), None)
         if too_long is not None:
             raise HTTPException(
@@ -194,14 +252,54 @@ def create_app(
     return app
 
 
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body, or 415 or 413 before anything is parsed, so a huge body costs neither time nor memory.
+
+    The declared type and length are checked first; the bytes actually received are counted too, which stops
+    a chunked body (one that declares no length) as soon as it passes the limit.
+    """
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not _JSON_MEDIA_TYPE.fullmatch(media_type):
+        raise HTTPException(415, "the body must be JSON: send it with 'Content-Type: application/json'")
+    declared = request.headers.get("content-length", "")
+    too_large = HTTPException(413, f"the body is larger than this server accepts ({max_bytes} bytes)")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(raw: bytes) -> EmbeddingRequest:
+    """The request from JSON text: malformed JSON is 400, JSON of the wrong shape 422 (as OpenAI answers).
+
+    The standard ``json`` module keeps a lone surrogate escape such as ``"\\ud83d"`` (legal JSON) as it is,
+    so that the text rule can name the text instead of the parser failing on the whole body.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bytes that are not UTF-8, or deep nesting
+        raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
+    try:
+        return EmbeddingRequest.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        raise HTTPException(422, f"{where}: {error['msg']}") from None
+
+
 def _check(texts: Sequence[str], body: EmbeddingRequest, dimension: int, max_inputs: int) -> None:
+    """Refuse what no encode call should see; the texts follow the rule the CLI applies (UserError, 422)."""
     if not texts:
         raise HTTPException(422, "input: must hold at least one text")
     if len(texts) > max_inputs:
         raise HTTPException(413, f"input: {len(texts)} texts in one request; this server accepts at most {max_inputs}")
-    empty = next((i for i, t in enumerate(texts) if not t.strip()), None)
-    if empty is not None:
-        raise HTTPException(422, f"input[{empty}]: empty text")
+    check_texts(texts, name="input")
     if body.dimensions is not None and body.dimensions != dimension:
         raise HTTPException(422, f"dimensions: this model gives {dimension}-dimensional embeddings only")
 
@@ -212,19 +310,11 @@ def _encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | st
     return vector.tolist()
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    kind = {401: "authentication_error", 413: "invalid_request_error", 422: "invalid_request_error"}
-    return JSONResponse(
-        {
-            "error": {
-                "message": message,
-                "type": kind.get(status, "server_error"),
-                "param": None,
-                "code": status,
-            }
-        },
-        status_code=status,
-    )
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """OpenAI's error shape, for every status, so that the ``openai`` client and LiteLLM show ``message``."""
+    kind = "authentication_error" if status == 401 else "invalid_request_error" if status < 500 else "server_error"
+    error = {"message": message, "type": kind, "param": None, "code": status}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:

@@ -10,6 +10,7 @@ Accepted forms:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -24,6 +25,14 @@ ACCEPTED_FORMS = (
     "models:/<name>@<alias>, models:/<name>/<version>, runs:/<run_id>/<path>, or a Hugging Face id <org>/<name>"
 )
 BUILTIN_MODELS = ("SmolLM2-135M-Instruct", "all-MiniLM-L6-v2")
+# The small JSON files that say what a model folder holds, and what each must be where present.
+CONFIG_FILES = {
+    "config.json": dict,
+    "modules.json": list,
+    "sentence_bert_config.json": dict,
+    "config_sentence_transformers.json": dict,
+    "tokenizer_config.json": dict,
+}
 
 
 def cache_dir() -> Path:
@@ -32,8 +41,29 @@ def cache_dir() -> Path:
 
 
 def resolve_model(reference: str) -> Path:
-    """Return a local directory holding the model that ``reference`` names."""
-    reference = reference.strip()
+    """Return a local directory holding the model that ``reference`` names, its config files checked."""
+    model_dir = _locate(reference.strip())
+    _check_config_files(model_dir)
+    return model_dir
+
+
+def _check_config_files(model_dir: Path) -> None:
+    """A broken config file (a truncated download, a hand edit) would otherwise fail deep inside transformers
+    or sentence-transformers as a bare ``JSONDecodeError`` that names no file."""
+    for name, kind in CONFIG_FILES.items():
+        file = model_dir / name
+        if not file.is_file():
+            continue
+        try:
+            content = json.loads(file.read_bytes())
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            content = None
+        if not isinstance(content, kind):
+            shape = "an object" if kind is dict else "a list"
+            raise UserError(f"model file {file} is broken: it does not hold a JSON {shape}")
+
+
+def _locate(reference: str) -> Path:
     if reference.startswith("builtin:"):
         return _resolve_builtin(reference.removeprefix("builtin:"))
     if reference.startswith(("models:/", "runs:/")):

@@ -32,8 +32,8 @@ class RetrievalData:
 def open_text(path: Path) -> io.TextIOBase:
     """Open ``path`` as UTF-8 text, transparently gunzipping ``*.gz``."""
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
+    return path.open(encoding="utf-8-sig")
 
 
 def data_revision(*paths: Path) -> str:
@@ -125,7 +125,7 @@ def read_csv(path: Path, delimiter: str = ",", header: bool = True) -> list[list
 
 def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             fields = line.rstrip("\n").split("\t")
             if number == 1 and fields[0] == "query-id" or not line.strip():

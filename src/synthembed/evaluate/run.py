@@ -10,6 +10,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthembed.encoder import Embedder
+from synthembed.errors import UserError
 from synthembed.evaluate.model import EmbedderEncoder
 from synthembed.evaluate.tasks import Limits, build_task
 from synthembed.io import write_csv, write_json
@@ -46,8 +47,14 @@ def scores_of(result: Any) -> dict[str, float]:
 
 
 def scores_table_path(output: Path) -> Path:
-    """The per-task CSV written beside ``output`` (``metrics/eval.json`` -> ``metrics/eval.csv``)."""
-    return output.with_suffix(".csv")
+    """The per-task CSV written beside ``output`` (``metrics/eval.json`` -> ``metrics/eval.csv``).
+
+    An ``output`` that is itself that CSV is refused: the two files must never overwrite each other.
+    """
+    table = output.with_suffix(".csv")
+    if table == output:
+        raise UserError(f"evaluation output {output} would be overwritten by its own per-task table; name a .json file")
+    return table
 
 
 def write_scores_table(path: Path, model: str, metrics: dict[str, dict[str, Any]]) -> None:

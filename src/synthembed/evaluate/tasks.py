@@ -179,7 +179,7 @@ def user_beir_task(folder: Path, limits: Limits) -> LocalRetrieval:
     files = list(beir_files(folder))
     instruction_file = folder / "instruction.txt"
     instruction = (
-        instruction_file.read_text(encoding="utf-8").strip() if instruction_file.is_file() else ""
+        instruction_file.read_text(encoding="utf-8-sig").strip() if instruction_file.is_file() else ""
     ) or DEFAULT_RETRIEVAL_INSTRUCTION
     metadata = TaskMetadata(
         name=folder.resolve().name,

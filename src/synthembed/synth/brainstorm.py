@@ -12,7 +12,7 @@ from synthembed.params import Params
 from synthembed.synth import prompts
 from synthembed.synth.client import LLMClient, Reply, Request
 from synthembed.synth.parsing import extract_json, salvage_strings
-from synthembed.synth.stage import llm_metrics, request_seed
+from synthembed.synth.stage import llm_metrics, request_seed, require_accepted
 from synthembed.synth.taxonomy import BRAINSTORM_SCHEMA, validate_tasks
 
 METRICS_PATH = Path("metrics/brainstorm.json")
@@ -70,8 +70,10 @@ def run_brainstorm(config: Params) -> dict[str, Any]:
             counts["tasks"] += 1
         return None
 
-    stats = client.run(brainstorm_requests(config), on_reply, desc="brainstorm")
+    requests = brainstorm_requests(config)
+    stats = client.run(requests, on_reply, desc="brainstorm")
     rows = sorted(found.values(), key=lambda row: (row["kind"], row["request"]))
+    require_accepted("brainstorm", len(requests), len(rows), rejected, config.llm.cache_dir)
     write_jsonl(config.brainstorm.output, rows)
     metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(rows), rejected)
     metrics["tasks_per_kind"] = {kind: counts["tasks"] for kind, counts in sorted(per_kind.items())}

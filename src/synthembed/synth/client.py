@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import openai
 from tqdm import tqdm
 
 from synthembed.errors import UserError
@@ -91,6 +92,8 @@ class LLMClient:
             from synthembed.synth.local_provider import register
 
             register()
+        for model in (params.model, *params.fallbacks):
+            _check_provider(model)
         if not params.api_base:
             for model in (params.model, *params.fallbacks):
                 if missing := _missing_key_variables(model):
@@ -115,6 +118,7 @@ class LLMClient:
             disable_cooldowns=True,
         )
         self.stats = Stats()
+        self._answered = False  # one answer proves the configuration; later connection errors are transient
 
     def _deployment(self, model: str) -> dict[str, Any]:
         deployment: dict[str, Any] = {"model": model, "timeout": self.params.timeout_s, "max_retries": 0}
@@ -215,19 +219,18 @@ class LLMClient:
             raise UserError(
                 f"the LLM provider refused the request ({type(exc).__name__}): {_first_line(exc)}"
             ) from None
-        except litellm.Timeout:
+        except openai.APIError as exc:  # the base of every LiteLLM API error; the retries are spent by now
+            if _is_connection_error(exc) and not self._answered:
+                where = self.params.api_base or f"the provider of {self.params.model}"
+                raise UserError(
+                    f"nothing answers at {where} (connection failed after {self.params.max_retries} retries): "
+                    "start the server or correct llm.api_base"
+                ) from None
             self.stats.requests += 1
-            self.stats.failed["timeout"] += 1
-            return Reply(request, error="timeout")
-        except litellm.RateLimitError:
-            self.stats.requests += 1
-            self.stats.failed["rate_limited"] += 1
-            return Reply(request, error="rate_limited")
-        except litellm.APIError as exc:
-            self.stats.requests += 1
-            reason = "server_error" if (getattr(exc, "status_code", 0) or 0) >= 500 else "request_failed"
+            reason = _failure_reason(exc)
             self.stats.failed[reason] += 1
             return Reply(request, error=reason)
+        self._answered = True
         hidden = getattr(response, "_hidden_params", {}) or {}
         content = response.choices[0].message.content or ""
         model = response.model or self.params.model
@@ -254,6 +257,43 @@ class LLMClient:
         if self.params.api_base and _missing_key_variables(self.params.model):
             return f"{where} wants an API key (401): set {variable} in the environment"
         return f"{where} refused the API key in {variable} (401): {_first_line(exc)}"
+
+
+def _check_provider(model: str) -> None:
+    """A model string whose provider LiteLLM does not know is a configuration error, found before sending."""
+    import litellm
+
+    if model.startswith("local/"):
+        return
+    try:
+        litellm.get_llm_provider(model)
+    except litellm.BadRequestError:
+        raise UserError(
+            f"llm.model {model}: LiteLLM knows no such provider; write PROVIDER/MODEL, e.g. openai/gpt-4o-mini "
+            "(the providers: https://docs.litellm.ai/docs/providers)"
+        ) from None
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    """Nothing listening, DNS, TLS: LiteLLM reports some of these as a 500 that says "Connection error"."""
+    import litellm
+
+    return isinstance(exc, litellm.APIConnectionError) or "Connection error" in str(exc)
+
+
+def _failure_reason(exc: Exception) -> str:
+    """How a failed request is counted (metrics' ``rejected_by_reason``); the run goes on without it."""
+    import litellm
+
+    if isinstance(exc, litellm.Timeout):
+        return "timeout"
+    if isinstance(exc, litellm.RateLimitError):
+        return "rate_limited"
+    if _is_connection_error(exc):
+        return "connection_error"
+    if isinstance(exc, litellm.BadRequestError):  # one request the provider will not take, e.g. too long
+        return "bad_request"
+    return "server_error" if (getattr(exc, "status_code", 0) or 0) >= 500 else "request_failed"
 
 
 def _missing_key_variables(model: str) -> list[str]:

@@ -23,7 +23,7 @@ from synthembed.params import Params
 from synthembed.synth import prompts
 from synthembed.synth.client import LLMClient, Reply, Request
 from synthembed.synth.parsing import extract_json
-from synthembed.synth.stage import llm_metrics, request_seed
+from synthembed.synth.stage import llm_metrics, request_seed, require_accepted
 from synthembed.synth.taxonomy import FIXED_TASKS, allowed_languages, json_schema, sample_params, validate
 
 METRICS_PATH = Path("metrics/generate.json")
@@ -124,6 +124,7 @@ def run_generate(config: Params) -> dict[str, Any]:
         seen.add(fingerprint)
         per_kind[record["kind"]]["valid"] += 1
         records.append(record)
+    require_accepted("generate", len(requests), len(records), rejected, config.llm.cache_dir)
     write_jsonl(config.generate.output, records)
     metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), rejected)
     metrics["planned"] = len(requests)

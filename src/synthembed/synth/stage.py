@@ -6,6 +6,7 @@ import hashlib
 from collections import Counter
 from typing import Any
 
+from synthembed.errors import UserError
 from synthembed.synth.client import Stats
 
 
@@ -17,6 +18,7 @@ def request_seed(seed: int, *parts: object) -> int:
 
 def llm_metrics(stats: Stats, model: str, wall_s: float, valid: int, rejected: Counter) -> dict[str, Any]:
     """The numbers both stages report: traffic, cache use, tokens, cost, outcome counts and throughput."""
+    answers = valid + sum(rejected.values())
     return {
         "model": model,
         "requests": stats.requests,
@@ -25,6 +27,7 @@ def llm_metrics(stats: Stats, model: str, wall_s: float, valid: int, rejected: C
         "valid": valid,
         "rejected": sum(rejected.values()),
         "rejected_by_reason": dict(sorted(rejected.items())),
+        "rejected_fraction": round(sum(rejected.values()) / answers, 4) if answers else 0.0,
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
         "cost_usd": round(stats.cost_usd, 8),
@@ -34,3 +37,14 @@ def llm_metrics(stats: Stats, model: str, wall_s: float, valid: int, rejected: C
         "wall_time_s": round(wall_s, 3),
         "records_per_s": round(valid / wall_s, 3) if wall_s > 0 else None,
     }
+
+
+def require_accepted(stage: str, planned: int, accepted: int, rejected: Counter, cache_dir: str) -> None:
+    """Zero usable answers from a non-empty plan is a failed stage, never an empty output that the next stage
+    trains on (every failed request of a dead or hanging server ends here)."""
+    if planned and not accepted:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in rejected.most_common()) or "none answered"
+        raise UserError(
+            f"{stage}: none of the {planned} requests gave a usable answer ({reasons}); nothing was written "
+            f"(raw answers are kept in {cache_dir})"
+        )
