@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_train import TOPICS, enter_workdir, make_config
 
 from synthembed.encoder import Embedder, precision
-from synthembed.params import ModelParams
-from synthembed.train.trainer import training_arguments
+from synthembed.errors import UserError
+from synthembed.params import ModelParams, TrainParams
+from synthembed.train.trainer import training_arguments, training_precision
 
 TEXTS = [text for pair in TOPICS[:4] for text in pair]
 
@@ -24,7 +26,11 @@ def test_auto_is_bf16_exactly_where_the_hardware_has_it(native: bool, monkeypatc
     assert precision.resolve_precision("fp32") == "fp32" and precision.resolve_precision("bf16") == "bf16"
     args = training_arguments(make_config(tmp_path, tmp_path, precision="auto"), tmp_path / "checkpoints")
     assert args.bf16 is native
-    assert args.use_cpu  # no GPU here: the trainer must be told, or it refuses bf16 outright
+    assert args.use_cpu is not torch.cuda.is_available()  # on a CPU the trainer must be told, or refuses bf16
+    # DeepSpeed on CPUs trains fp32, whatever the CPU: told "use the CPU", the trainer would skip DeepSpeed.
+    assert training_precision(TrainParams(precision="auto", deepspeed="zero2")) == "fp32"
+    with pytest.raises(UserError, match="needs a GPU"):
+        training_precision(TrainParams(precision="bf16", deepspeed="zero2"))
 
 
 def test_bf16_encoding_agrees_with_fp32(tiny_decoder_dir: Path) -> None:

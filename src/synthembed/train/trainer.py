@@ -28,11 +28,11 @@ from transformers.trainer_utils import get_last_checkpoint
 from synthembed.data.prepare import TRAIN_FILE
 from synthembed.data.records import TrainRecord, read_records
 from synthembed.encoder.embedder import is_decoder, load_sentence_transformer, query_prompt
-from synthembed.encoder.precision import resolve_precision
+from synthembed.encoder.precision import Precision, resolve_precision
 from synthembed.encoder.references import resolve_model
 from synthembed.errors import UserError
 from synthembed.io import write_csv, write_json
-from synthembed.params import Params
+from synthembed.params import Params, TrainParams
 from synthembed.train import export
 from synthembed.train.adapter import (
     attach_lora,
@@ -107,8 +107,9 @@ def training_arguments(config: Params, checkpoint_dir: Path) -> SentenceTransfor
         save_total_limit=2,
         logging_steps=1,
         seed=config.seed,
-        bf16=resolve_precision(train.precision) == "bf16",
-        use_cpu=not torch.cuda.is_available(),  # the trainer refuses bf16 without a GPU unless told it is a CPU
+        bf16=training_precision(train) == "bf16",
+        # Without a GPU the trainer refuses bf16 unless told it runs on the CPU; told so, it would skip DeepSpeed.
+        use_cpu=not torch.cuda.is_available() and train.deepspeed == "none",
         gradient_checkpointing=train.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if train.gradient_checkpointing else None,
         deepspeed=deepspeed_config(train.deepspeed),
@@ -118,6 +119,20 @@ def training_arguments(config: Params, checkpoint_dir: Path) -> SentenceTransfor
         report_to="none",
         disable_tqdm=False,
     )
+
+
+def training_precision(train: TrainParams) -> Precision:
+    """bf16 where the hardware has it (``auto``) or where asked for, else fp32.
+
+    DeepSpeed without a GPU, the CPU rehearsal of the multi-GPU path, trains in fp32: the trainer runs DeepSpeed
+    only when it is not told to use the CPU, and refuses bf16 on a CPU it was not told about.
+    """
+    precision = resolve_precision(train.precision)
+    if precision == "bf16" and train.deepspeed != "none" and not torch.cuda.is_available():
+        if train.precision == "bf16":
+            raise UserError("train.precision bf16 with train.deepspeed needs a GPU; without one DeepSpeed trains fp32")
+        return "fp32"
+    return precision
 
 
 def _fingerprint(config: Params) -> str:
@@ -184,7 +199,7 @@ def run_train(config: Params) -> dict[str, Any]:
     train_time = time.perf_counter() - started
 
     zero3 = config.train.deepspeed == "zero3"
-    precision = resolve_precision(config.train.precision)
+    precision = training_precision(config.train)
     trained = None if zero3 or not is_main else export.probe_embeddings(model, precision)
     model_params = config.model  # the saved models encode with the embedder's own sequence length
     with gathered(lora_parameters(model), zero3):
