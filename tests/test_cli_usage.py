@@ -1,5 +1,5 @@
 """Usage errors, ambiguous params files and colliding outputs: one ``error:`` line and exit code 2, through the
-real command line (a subprocess, as a shell runs it)."""
+real command line (a subprocess, as a shell runs it); and the rule that finds credentials in params."""
 
 from __future__ import annotations
 
@@ -55,3 +55,29 @@ def test_evaluate_output_never_overwrites_its_own_table(tmp_path: Path) -> None:
         f"error: evaluation output {scores} would be overwritten by its own per-task table; name a .json file"
     )
     assert not scores.exists()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://user:pass@proxy.example.com/v1",
+        "http://Zt9xQ2aLk8mN4pR7@host/v1",
+        "https://host/v1?api_key=abc",
+        "sk-proj-Ab3dEf6hIj9kLm2nOp5q",
+        "hf_AbCdEfGhIj0123456789KlMnOp",
+    ],
+)
+def test_strings_holding_credentials_are_found(value: str) -> None:
+    from synthembed.params import credential_path
+
+    assert credential_path({"llm": {"api_base": value}}) == "llm.api_base"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["data/hf_cache_directory/tasks.jsonl", "data/task-list.jsonl", "http://127.0.0.1:8000/v1", "openai/gpt-4o-mini"],
+)
+def test_ordinary_strings_are_not_credentials(value: str) -> None:
+    from synthembed.params import credential_path
+
+    assert credential_path({"brainstorm": {"output": value}, "tags": [value]}) is None

@@ -164,7 +164,8 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 CREDENTIALS = (
     re.compile(r"://[^/?#\s]*@"),  # user:password@host or token@host in a URL
     re.compile(r"[?&;](?:api[_-]?key|key|token|access[_-]?token|secret|password|sig)=", re.IGNORECASE),
-    re.compile(r"(?<![A-Za-z0-9])(?:sk|gsk|pk|rk|xai|hf)[-_][A-Za-z0-9_-]{12,}"),  # provider key prefixes
+    # A provider key: a known prefix, then a random run with capitals and digits (not a word such as hf_cache).
+    re.compile(r"(?<![A-Za-z0-9])(?:sk|gsk|pk|rk|xai|hf)[-_](?=[\w-]*[A-Z])(?=[\w-]*\d)[\w-]{16,}"),
     re.compile(r"api[_-]?key", re.IGNORECASE),
 )
 CREDENTIAL_HOME = {"mlflow": "MLFLOW_TRACKING_USERNAME/PASSWORD (or MLFLOW_TRACKING_TOKEN)"}
