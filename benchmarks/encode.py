@@ -28,11 +28,11 @@ import torch  # noqa: E402
 
 from synthembed.encoder import Embedder  # noqa: E402
 from synthembed.encoder.precision import native_bf16, resolve_precision  # noqa: E402
+from synthembed.evaluate.run import BUNDLED_DATA  # noqa: E402
 from synthembed.io import write_json  # noqa: E402
 from synthembed.params import ModelParams  # noqa: E402
 
-DEFAULT_CORPUS = Path("data/eval/scifact/corpus.jsonl.gz")
-FALLBACK_CORPUS = Path("/work/shared/data/scifact/corpus.jsonl.gz")
+DEFAULT_CORPUS = BUNDLED_DATA / "scifact" / "corpus.jsonl.gz"  # the package's copy of data/eval
 MODELS = {"builtin:SmolLM2-135M-Instruct": 64, "builtin:all-MiniLM-L6-v2": 256}  # docs per model
 
 
@@ -50,11 +50,7 @@ def matmul_peak(dtype: torch.dtype, size: int, repeats: int = 3) -> float:
 
 def read_corpus(path: Path | None, limit: int) -> list[str]:
     """The first ``limit`` documents as ``title + " " + text``, the MTEB convention for SciFact."""
-    if path is None:
-        path = DEFAULT_CORPUS
-        if not path.exists():
-            print(f"note: {DEFAULT_CORPUS} not found, reading {FALLBACK_CORPUS}")
-            path = FALLBACK_CORPUS
+    path = path or DEFAULT_CORPUS
     opener = gzip.open if path.suffix == ".gz" else open
     texts = []
     with opener(path, "rt", encoding="utf-8") as lines:

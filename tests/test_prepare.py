@@ -1,4 +1,4 @@
-"""prepare: the per-kind mapping of DESIGN.md 2.1, mixing, dedup, split, mining, and no SciFact test
+"""prepare: the paper's per-kind mapping, mixing, dedup, split, mining, and no SciFact test
 leakage."""
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from synthembed.synth.cache import Journal
 from synthembed.synth.generate import plan_requests
 from synthembed.synth.parsing import extract_json, salvage_strings
 
-# DESIGN.md 2.2, value by value.
-DESIGN_SPACES = {
+# The paper's template parameter spaces (Wang et al. 2024), value by value.
+PAPER_SPACES = {
     "short_long": {
         "query_type": ["extremely long-tail", "long-tail", "common"],
         "query_length": ["less than 5 words", "5 to 15 words", "at least 10 words"],
@@ -44,7 +44,7 @@ DESIGN_SPACES = {
         "difficulty": ["elementary school", "high school", "college"],
     },
 }
-DESIGN_KEYS = {
+PAPER_KEYS = {
     "short_long": ["user_query", "positive_document", "hard_negative_document"],
     "long_short": ["input_text", "label", "misleading_label"],
     "short_short": ["input", "positive_document"],
@@ -56,9 +56,9 @@ DESIGN_KEYS = {
 
 def test_parameter_spaces_and_keys_match_design():
     assert {k: {p: list(v) for p, v in space.items()} for k, space in taxonomy.PARAMETER_SPACES.items()} == (
-        DESIGN_SPACES
+        PAPER_SPACES
     )
-    assert {k: list(v) for k, v in taxonomy.KEYS.items()} == DESIGN_KEYS
+    assert {k: list(v) for k, v in taxonomy.KEYS.items()} == PAPER_KEYS
 
 
 def test_languages_are_xlmr_weighted_toward_english():

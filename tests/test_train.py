@@ -194,7 +194,7 @@ def test_collapse_guard_fires_on_collapsed_batch() -> None:
     check_collapse(mean_offdiagonal_cosine(spread), baseline, ratio=0.3, step=5)
     with pytest.raises(CollapseError, match="representation collapse at step 5"):
         check_collapse(mean_offdiagonal_cosine(collapsed), baseline, ratio=0.3, step=5)
-    with pytest.raises(CollapseError):  # the relative rule: spread 0.24 -> 0.05 (what STACK-NOTES saw)
+    with pytest.raises(CollapseError):  # the relative rule: spread 0.24 -> 0.05 (the EOS probe in docs/training.md)
         check_collapse(0.95, 0.76, ratio=0.3, step=9)
     check_collapse(0.83, 0.87, ratio=0.3, step=9)  # mean pooling learning: spread grew
     assert issubclass(CollapseError, UserError)

@@ -1,5 +1,5 @@
-"""Synthetic examples (``data/synthetic/examples.jsonl``) mapped to training records per kind (DESIGN.md
-2.1)."""
+"""Synthetic examples (``data/synthetic/examples.jsonl``) mapped to training records per kind, the way the
+paper turns each kind into (query, positive, hard negative)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Generate: one training example per request, from a sampled task, kind and template parameters.
 
 Requests are planned up front from ``seed`` alone (kind by weight, task uniformly from the brainstormed ones,
-template parameters per DESIGN 2.2), so a re-run or a resumed run asks for exactly the same prompts.
+template parameters from the paper's spaces in ``taxonomy``), so a re-run or a resumed run asks for exactly
+the same prompts.
 sts and bitext have no brainstormed task: their prompts come from the template parameters only, and their
 records carry the fixed instruction the paper trains them with (``taxonomy.FIXED_TASKS``).
 """

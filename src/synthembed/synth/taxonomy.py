@@ -1,6 +1,6 @@
 """The task taxonomy in one place: kinds, template parameter spaces, languages, JSON schemas and validation.
 
-Values follow Wang et al. (2024) as summarised in DESIGN.md 2.1-2.2; prompts and stages read them here.
+Values follow Wang et al. (2024), the E5-mistral paper, value for value; prompts and stages read them here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The representation-collapse guard (DESIGN.md 2.5).
+"""The representation-collapse guard.
 
 On a small backbone with few steps, InfoNCE can map every text to nearly one point: the loss then sits at
 about ln(number of candidates) and retrieval is random. We watch the mean off-diagonal cosine of the
