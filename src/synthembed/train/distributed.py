@@ -71,6 +71,8 @@ def launch(config: Params, metrics_path: Path) -> dict[str, Any]:
 
 def _worker(params_file: str) -> None:
     """Entry point of each rank."""
+    import torch.distributed as dist
+
     from synthembed.train.trainer import run_train
 
     config = Params.model_validate_json(Path(params_file).read_text())
@@ -80,6 +82,11 @@ def _worker(params_file: str) -> None:
         message = str(exc) if isinstance(exc, UserError) else describe(exc)
         print(f"error: rank {os.environ.get('RANK', '?')}: {message}", file=sys.stderr)
         sys.exit(2)
+    if dist.is_initialized():
+        # The other ranks wait while rank 0 exports; a rank that exits with its process group still open can
+        # abort in the communication threads' teardown ("terminate called without an active exception").
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
