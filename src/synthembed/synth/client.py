@@ -17,7 +17,7 @@ from typing import Any
 import openai
 from tqdm import tqdm
 
-from synthembed.errors import UserError
+from synthembed.errors import UserError, first_line
 from synthembed.offline import LITELLM, set_defaults
 from synthembed.params import LLMParams
 from synthembed.secrets import redact
@@ -331,4 +331,4 @@ def _cost(response: Any, hidden: dict[str, Any]) -> float | None:
 
 def _first_line(exc: Exception) -> str:
     """The first line of a provider's message, with any secret value of the environment masked."""
-    return redact((str(exc).strip().splitlines() or [""])[0][:300])
+    return redact(first_line(exc))
