@@ -19,9 +19,9 @@ import statistics
 import time
 from pathlib import Path
 
-from synthembed.offline import use_offline_defaults
+from synthembed import runtime
 
-use_offline_defaults()
+runtime.start(offline=True)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -15,9 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from synthembed.offline import use_offline_defaults
+from synthembed import runtime
 
-use_offline_defaults()
+runtime.start(offline=True)
 os.environ.setdefault("OPENAI_API_KEY", "sk-benchmark-not-a-key")  # the local server wants no real key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from llm_server import FakeLLMServer  # noqa: E402
 
 from synthembed.params import Params  # noqa: E402
-from synthembed.synth import run_generate, taxonomy  # noqa: E402
+from synthembed.pipeline.run import run_stage  # noqa: E402
+from synthembed.synth import taxonomy  # noqa: E402
 
 
 def measure(server: FakeLLMServer, concurrency: int, count: int, latency: float) -> dict:
@@ -47,9 +48,9 @@ def measure(server: FakeLLMServer, concurrency: int, count: int, latency: float)
                 "generate": {"num_examples": count},
             }
         )
-        fresh = run_generate(config)
+        fresh = run_stage("generate", config, track=False).metrics
         sent = server.total_requests
-        cached = run_generate(config)
+        cached = run_stage("generate", config, track=False).metrics
         assert server.total_requests == sent, "the cached re-run sent requests"
         os.chdir(ROOT)
     bound = concurrency / latency

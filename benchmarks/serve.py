@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from synthembed.offline import use_offline_defaults
+from synthembed import runtime
 
-use_offline_defaults()
+runtime.start(offline=True)
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402

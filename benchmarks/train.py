@@ -28,9 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from synthembed.offline import use_offline_defaults
+from synthembed import runtime
 
-use_offline_defaults()
+runtime.start(offline=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELED = ROOT / "data" / "labeled" / "scifact_train.jsonl"
@@ -38,12 +38,13 @@ LABELED = ROOT / "data" / "labeled" / "scifact_train.jsonl"
 
 def triplets(count: int) -> dict[str, list[str]]:
     """``count`` labeled pairs, each with the next record's positive as its hard negative."""
-    from synthembed.encoder.embedder import query_prompt
+    from synthembed.encoder.convention import QueryConvention
     from synthembed.io import read_jsonl
 
     rows = list(read_jsonl(LABELED))[: count + 1]
+    decoder = QueryConvention(takes_instructions=True)  # both sides train the decoder's E5 queries
     return {
-        "anchor": [query_prompt(row["instruction"]) + row["query"] for row in rows[:count]],
+        "anchor": [decoder.query_text(row["query"], row["instruction"]) for row in rows[:count]],
         "positive": [row["positive"] for row in rows[:count]],
         "negative": [row["positive"] for row in rows[1 : count + 1]],
     }

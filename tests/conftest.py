@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from synthembed.offline import use_offline_defaults
+from synthembed import runtime
 
-use_offline_defaults()  # before torch, LiteLLM or MLflow is imported
+RUNTIME = runtime.start(offline=True)  # before torch, LiteLLM or MLflow is imported
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -28,7 +28,7 @@ from synthembed.io import atomic_write
 
 COMMANDS = typer.main.get_command(app).commands
 # Option naming each command's main input file (for the missing / empty / unreadable input cases).
-INPUT_OPTIONS = {"embed": "--input", "search": "--corpus"}
+INPUT_OPTIONS = {"embed": "--input", "search": "--corpus", "pipeline": "--dvc-file"}
 # Stages whose input file is named in params.yaml: params text with {path} (the input) and {tmp} (scratch).
 PARAMS_INPUTS = {"prepare": "prepare:\n  synthetic: {path}\n  labeled: []\n  output_dir: {tmp}/out\n"}
 # Arguments a command needs before it reaches the step under test (kept cheap: small tasks, no real work).
@@ -37,6 +37,7 @@ EXTRA_ARGS = {
     "search": ["a query"],
     "serve": ["--port", "0"],
     "evaluate": ["--tasks", "STSBenchmark"],
+    "pipeline": ["--check"],
 }
 BAD_PARAMS = {
     "bad_yaml": ("model: [unclosed\n", "not valid YAML"),

@@ -52,7 +52,7 @@ def test_evaluate_output_never_overwrites_its_own_table(tmp_path: Path) -> None:
     result = synthembed(tmp_path, *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: evaluation output {scores} would be overwritten by its own per-task table; name a .json file"
+        f"error: metrics file {scores} would be overwritten by its own table (.csv); name a .json file"
     )
     assert not scores.exists()
 

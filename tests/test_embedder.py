@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from synthembed.encoder import Embedder, query_prompt
+from synthembed.encoder import Embedder
 from synthembed.params import ModelParams
 
 TEXTS = [
@@ -59,15 +59,17 @@ def test_embeddings_are_unit_length(smollm2: Embedder) -> None:
 
 
 def test_instruction_only_on_queries(smollm2: Embedder) -> None:
-    assert query_prompt("Retrieve abstracts") == "Instruct: Retrieve abstracts\nQuery: "
-    assert query_prompt(None) == "" and query_prompt("  ") == ""
-    query_ids = smollm2.model.preprocess([query_prompt("Find papers") + "hello world"])["input_ids"][0].tolist()
+    assert smollm2.convention.prefix("Retrieve abstracts") == "Instruct: Retrieve abstracts\nQuery: "
+    assert smollm2.convention.prefix("") == "" and smollm2.convention.prefix("  ") == ""
+    query_ids = smollm2.model.preprocess([smollm2.query_text("hello world", "Find papers")])["input_ids"][0].tolist()
     document_ids = smollm2.model.preprocess(["hello world"])["input_ids"][0].tolist()
     assert smollm2.tokenizer.decode(query_ids).startswith("Instruct: Find papers\nQuery: hello world")
     assert document_ids == [28120, 905, smollm2.tokenizer.eos_token_id]
-    as_query = smollm2.encode(["hello world"], instruction="Find papers")
-    as_document = smollm2.encode(["hello world"])
+    as_query = smollm2.encode_queries(["hello world"], instruction="Find papers")
+    as_document = smollm2.encode_documents(["hello world"])
     assert float(as_query[0] @ as_document[0]) < 0.999
+    np.testing.assert_array_equal(smollm2.encode(["hello world"], instruction="Find papers"), as_query)
+    np.testing.assert_array_equal(smollm2.encode(["hello world"]), as_document)
 
 
 def test_saved_model_loads_as_plain_sentence_transformer(smollm2: Embedder, tmp_path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthembed.encoder import Embedder, query_prompt
+from synthembed.encoder import Embedder
 from synthembed.params import ModelParams
 
 # Character length and token length disagree here on purpose: the long digit run is many tokens.
@@ -36,7 +36,8 @@ def test_batches_are_ordered_by_tokens_after_truncation(tiny: Embedder) -> None:
 @pytest.mark.parametrize("instruction", [None, "Find papers"])
 def test_matches_sentence_transformers_encode_in_input_order(tiny: Embedder, instruction: str | None) -> None:
     ours = tiny.encode(TEXTS, instruction=instruction, batch_size=2)
-    theirs = tiny.model.encode(TEXTS, prompt=query_prompt(instruction) or None, batch_size=2, normalize_embeddings=True)
+    prompt = tiny.convention.prefix(instruction) if instruction is not None else None
+    theirs = tiny.model.encode(TEXTS, prompt=prompt, batch_size=2, normalize_embeddings=True)
     assert ours.shape == (len(TEXTS), tiny.dimension) and ours.dtype == np.float32
     np.testing.assert_allclose((ours * theirs).sum(axis=1), 1.0, atol=1e-5)
     # Each row belongs to its own text: distinct texts give clearly distinct vectors.

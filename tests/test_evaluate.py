@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from synthembed.cli import app
 from synthembed.evaluate.data import read_beir, subsample_retrieval
-from synthembed.evaluate.tasks import Limits, build_task, bundled_tasks
+from synthembed.evaluate.tasks import SubsetSizes, build_task, bundled_tasks
 from synthembed.params import ModelParams, Params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -50,13 +50,17 @@ def tiny_beir(tmp_path: Path) -> Path:
 
 
 def perfect_match(folder: Path) -> Path:
-    """Rewrite the queries to be the exact text of their first judged document (title + ' ' + text)."""
+    """Rewrite each query to be the exact text of its first judged document (title + ' ' + text), now its only
+    judged document: any model ranks it first, so nDCG@10 is 1 whatever the model's weights."""
     data = read_beir(folder)
-    rows = []
+    rows, judged = [], ["query-id\tcorpus-id\tscore"]
     for qid, docs in data.qrels.items():
-        title, text = data.corpus[next(iter(docs))]
+        doc = next(iter(docs))
+        title, text = data.corpus[doc]
         rows.append(json.dumps({"_id": qid, "text": f"{title} {text}".strip()}))
+        judged.append(f"{qid}\t{doc}\t1")
     (folder / "queries.jsonl").write_text("\n".join(rows) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("\n".join(judged) + "\n")
     return folder
 
 
@@ -68,7 +72,7 @@ def evaluate_cli(params: Path, *options: str):
 def test_bundled_tasks_have_mteb_names_scores_and_sizes() -> None:
     sizes = {}
     for name, build in bundled_tasks(REPO_ROOT / "data" / "eval").items():
-        task = build(Limits())
+        task = build(SubsetSizes())
         task.load_data()
         assert task.metadata.name == name and task.subset is None
         if task.metadata.type == "Retrieval":
@@ -87,7 +91,7 @@ def test_bundled_tasks_have_mteb_names_scores_and_sizes() -> None:
         "SICK-R": {"test": 9927},
         "Banking77Classification": {"train": 10003, "test": 3080},
     }
-    scifact = build_task("SciFact", REPO_ROOT / "data" / "eval", Limits())
+    scifact = build_task("SciFact", REPO_ROOT / "data" / "eval", SubsetSizes())
     assert scifact.metadata.main_score == "ndcg_at_10"
     assert scifact.metadata.prompt == {"query": SCIFACT_INSTRUCTION}
 
@@ -136,55 +140,69 @@ def test_real_claims_rank_their_evidence_with_minilm(tmp_path: Path, tiny_beir: 
     from synthembed.evaluate import run_evaluate
 
     config = Params.model_validate({"evaluate": {"results_dir": str(tmp_path / "mteb")}})
-    metrics = run_evaluate(config, "builtin:all-MiniLM-L6-v2", [str(tiny_beir)], tmp_path / "eval.json")
+    metrics = run_evaluate(config, "builtin:all-MiniLM-L6-v2", [str(tiny_beir)]).metrics
     assert metrics["tiny-scifact"]["ndcg_at_10"] > 0.6
 
 
 def test_sts_subset_gives_sensible_spearman_and_records_the_subset(tmp_path: Path) -> None:
-    from synthembed.evaluate import run_evaluate
+    from synthembed.pipeline.run import run_stage
+    from synthembed.pipeline.stages import evaluation_stage
 
     config = Params.model_validate({"evaluate": {"max_queries": 100, "results_dir": str(tmp_path / "mteb")}})
-    metrics = run_evaluate(config, "builtin:all-MiniLM-L6-v2", ["STSBenchmark"], tmp_path / "eval.json")
+    stage = evaluation_stage(config, "builtin:all-MiniLM-L6-v2")
+    assert stage.name == "evaluate_reference"
+    metrics = run_stage(stage, config, metrics=tmp_path / "eval.json", track=False, tasks=["STSBenchmark"]).metrics
     assert metrics["STSBenchmark"]["main_score"] == metrics["STSBenchmark"]["cosine_spearman"] > 0.5
     assert metrics["STSBenchmark"]["subset"] == {"n_queries": 100}
     assert json.loads((tmp_path / "eval.json").read_text()) == metrics
 
 
-class RecordingEmbedder:
-    """A real embedder that also records which instruction each encode call carried."""
+class PromptRecorder:
+    """Wraps a real model's ``preprocess``: records the size and the prompt of every batch that reaches it."""
 
-    def __init__(self, embedder) -> None:
-        self.embedder = embedder
+    def __init__(self, preprocess) -> None:
+        self.preprocess = preprocess
         self.calls: list[tuple[int, str | None]] = []
 
-    def __getattr__(self, name: str):
-        return getattr(self.embedder, name)
-
-    def encode(self, texts, instruction=None, **kwargs):
-        self.calls.append((len(texts), instruction))
-        return self.embedder.encode(texts, instruction=instruction, **kwargs)
+    def __call__(self, texts, prompt=None, **kwargs):
+        self.calls.append((len(texts), prompt))
+        return self.preprocess(texts, prompt=prompt, **kwargs)
 
 
-@pytest.mark.parametrize("which", ["decoder", "encoder"])
-def test_instruction_reaches_queries_only_and_only_for_decoders(
-    which: str, tmp_path: Path, tiny_beir: Path, tiny_decoder_dir: Path, minilm_dir: Path
+@pytest.mark.parametrize(
+    ("which", "mode", "instructed"),
+    [("decoder", "auto", True), ("encoder", "auto", False), ("encoder", "always", True), ("decoder", "never", False)],
+)
+def test_instruction_reaches_queries_only_and_as_the_convention_says(
+    which: str,
+    mode: str,
+    instructed: bool,
+    tiny_beir: Path,
+    tiny_decoder_dir: Path,
+    minilm_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """auto follows the embedder's own convention (a decoder takes instructions, MiniLM none); always / never
+    override it."""
     import mteb
 
     from synthembed.encoder import Embedder
-    from synthembed.evaluate.model import EmbedderEncoder, is_instruction_model
+    from synthembed.evaluate.model import EmbedderEncoder
 
     (tiny_beir / "instruction.txt").write_text(SCIFACT_INSTRUCTION + "\n")
-    recorder = RecordingEmbedder(
-        Embedder.load(str(tiny_decoder_dir if which == "decoder" else minilm_dir), ModelParams(dtype="fp32"))
-    )
-    assert is_instruction_model(recorder.embedder) is (which == "decoder")
-    encoder = EmbedderEncoder(recorder, "recorder")
-    task = build_task(str(tiny_beir), REPO_ROOT / "data" / "eval", Limits())
+    embedder = Embedder.load(str(tiny_decoder_dir if which == "decoder" else minilm_dir), ModelParams(dtype="fp32"))
+    if mode == "auto":
+        assert embedder.convention.takes_instructions is instructed
+    recorder = PromptRecorder(embedder.model.preprocess)
+    monkeypatch.setattr(embedder.model, "preprocess", recorder)
+    encoder = EmbedderEncoder(embedder, "recorder", mode)
+    assert encoder.use_instructions is instructed
+    task = build_task(str(tiny_beir), REPO_ROOT / "data" / "eval", SubsetSizes())
     mteb.evaluate(encoder, tasks=[task], cache=None, show_progress_bar=False)
     by_size = dict(recorder.calls)
     assert by_size[12] is None  # the 12 documents
-    assert by_size[6] == (SCIFACT_INSTRUCTION if which == "decoder" else None)  # the 6 queries
+    assert by_size[6] == (f"Instruct: {SCIFACT_INSTRUCTION}\nQuery: " if instructed else None)  # the 6 queries
+    assert embedder.model.prompts["query"] == embedder.convention.prefix()  # an override leaves the model as it was
 
 
 def test_saved_models_keep_their_own_max_seq_length(tiny_decoder_dir: Path) -> None:
@@ -231,7 +249,7 @@ def test_malformed_beir_folder_is_one_clear_line(tmp_path: Path, tiny_beir: Path
 
 def test_missing_folder_path_is_an_error_not_an_unknown_task(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="is not a directory; a BEIR folder holds"):
-        build_task(str(tmp_path / "nowhere"), REPO_ROOT / "data" / "eval", Limits())
+        build_task(str(tmp_path / "nowhere"), REPO_ROOT / "data" / "eval", SubsetSizes())
 
 
 @pytest.mark.slow

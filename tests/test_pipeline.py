@@ -69,7 +69,7 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], stdout_only: bool =
 def project(tmp_path: Path, tiny_decoder_dir: Path) -> Path:
     repo = tmp_path / "project"
     repo.mkdir()
-    for item in (".gitignore", "dvc.yaml", "prompts", "src"):
+    for item in (".gitignore", "prompts", "src"):
         source = REPO_ROOT / item
         if source.is_dir():
             shutil.copytree(source, repo / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -106,6 +106,8 @@ def test_pipeline_repro_experiment_and_no_secret(project: Path, tiny_decoder_dir
     env.pop("MLFLOW_TRACKING_URI", None)
     with FakeLLMServer() as server:
         (project / "params.yaml").write_text(yaml.safe_dump(_params(server.api_base, tiny_decoder_dir)))
+        _run(["synthembed", "pipeline", "--write"], project, env)  # dvc.yaml for this project's paths
+        assert "data/labeled/tiny.jsonl" in (project / "dvc.yaml").read_text()
         _run(["git", "init", "-q"], project, env)
         _run(["dvc", "init", "-q"], project, env)
         _run(["git", "add", "-A"], project, env)

@@ -13,6 +13,7 @@ from test_train import TOPICS, enter_workdir, make_config
 from synthembed.encoder import Embedder, precision
 from synthembed.errors import UserError
 from synthembed.params import ModelParams, TrainParams
+from synthembed.runtime import SINGLE_PROCESS
 from synthembed.train.trainer import training_arguments, training_precision
 
 TEXTS = [text for pair in TOPICS[:4] for text in pair]
@@ -24,7 +25,8 @@ def test_auto_is_bf16_exactly_where_the_hardware_has_it(native: bool, monkeypatc
     monkeypatch.setattr(precision, "native_bf16", lambda: native)
     assert precision.resolve_precision("auto") == ("bf16" if native else "fp32")
     assert precision.resolve_precision("fp32") == "fp32" and precision.resolve_precision("bf16") == "bf16"
-    args = training_arguments(make_config(tmp_path, tmp_path, precision="auto"), tmp_path / "checkpoints")
+    config = make_config(tmp_path, tmp_path, precision="auto")
+    args = training_arguments(config, tmp_path / "checkpoints", SINGLE_PROCESS)
     assert args.bf16 is native
     assert args.use_cpu is not torch.cuda.is_available()  # on a CPU the trainer must be told, or refuses bf16
     # DeepSpeed on CPUs trains fp32, whatever the CPU: told "use the CPU", the trainer would skip DeepSpeed.
@@ -47,7 +49,7 @@ def test_bf16_training_trains_exports_and_verifies(tmp_path: Path, monkeypatch, 
     from synthembed.train.trainer import run_train
 
     workdir = enter_workdir(tmp_path, monkeypatch)
-    metrics = run_train(make_config(workdir, tiny_decoder_dir, precision="bf16", max_steps=4))
+    metrics = run_train(make_config(workdir, tiny_decoder_dir, precision="bf16", max_steps=4)).metrics
     assert metrics["precision"] == "bf16" and metrics["steps"] == 4
     check = metrics["verification"]
     assert check["trained_vs_adapter_min_cosine"] >= 0.999 and check["adapter_vs_merged"] < 1e-3

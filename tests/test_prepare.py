@@ -18,6 +18,7 @@ from synthembed.data.synthetic import BITEXT_INSTRUCTION, STS_INSTRUCTION, to_re
 from synthembed.errors import UserError
 from synthembed.io import write_jsonl
 from synthembed.params import Params, PrepareParams
+from synthembed.pipeline.run import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO / "data" / "labeled" / "scifact_train.jsonl"
@@ -96,7 +97,8 @@ def test_prepare_writes_splits_and_counts(tmp_path: Path, monkeypatch: pytest.Mo
     write_jsonl(tmp_path / "examples.jsonl", EXAMPLES + [EXAMPLES[0], {"kind": "sts", "data": {}}])
     labeled = tmp_path / "qa.jsonl"
     write_jsonl(labeled, [{"instruction": "Answer", "query": f"q{i}", "positive": f"p{i}"} for i in range(20)])
-    metrics = run_prepare(_config(tmp_path, labeled=[str(labeled)], validation_fraction=0.2))
+    config = _config(tmp_path, labeled=[str(labeled)], validation_fraction=0.2)
+    metrics = run_stage("prepare", config, track=False).metrics
     train, validation = (
         read_records(tmp_path / "train" / "train.jsonl"),
         read_records(tmp_path / "train" / "validation.jsonl"),
@@ -129,12 +131,12 @@ def test_weights_and_caps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     labeled = tmp_path / "qa.jsonl"
     write_jsonl(labeled, [{"instruction": "Answer", "query": f"q{i}", "positive": f"p{i}"} for i in range(10)])
     config = _config(tmp_path, labeled=[str(labeled)], validation_fraction=0.0, labeled_weight=2.0)
-    assert run_prepare(config)["sources"]["qa"]["train"] == 20
+    assert run_prepare(config).metrics["sources"]["qa"]["train"] == 20
     config.prepare.max_per_source, config.prepare.labeled_weight = 4, 1.0
-    assert run_prepare(config)["sources"]["qa"]["train"] == 4
+    assert run_prepare(config).metrics["sources"]["qa"]["train"] == 4
     config.prepare.labeled_weight = 0.5
     config.prepare.max_per_source = None
-    assert run_prepare(config)["sources"]["qa"]["train"] == 5
+    assert run_prepare(config).metrics["sources"]["qa"]["train"] == 5
 
 
 def test_empty_synthetic_file_and_no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,7 +144,7 @@ def test_empty_synthetic_file_and_no_data(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "examples.jsonl").write_text("")
     one = tmp_path / "one.jsonl"
     write_jsonl(one, [{"instruction": "Answer", "query": "q", "positive": "p"}])
-    assert run_prepare(_config(tmp_path, labeled=[str(one)]))["train"] == 1
+    assert run_prepare(_config(tmp_path, labeled=[str(one)])).metrics["train"] == 1
     with pytest.raises(UserError, match="no training records"):
         run_prepare(_config(tmp_path))
     with pytest.raises(UserError, match="not found"):

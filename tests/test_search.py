@@ -33,15 +33,18 @@ def corpus(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of every real Embedder.encode call (document embedding shows up as a call of len(corpus))."""
+    """Sizes of every real encode call, documents or queries (embedding the corpus is a call of len(corpus))."""
     calls: list[int] = []
-    original = Embedder.encode
 
-    def spy(self, texts, *args, **kwargs):
-        calls.append(len(texts))
-        return original(self, texts, *args, **kwargs)
+    def spy(original):
+        def encode(self, texts, *args, **kwargs):
+            calls.append(len(texts))
+            return original(self, texts, *args, **kwargs)
 
-    monkeypatch.setattr(Embedder, "encode", spy)
+        return encode
+
+    for name in ("encode_documents", "encode_queries"):
+        monkeypatch.setattr(Embedder, name, spy(getattr(Embedder, name)))
     return calls
 
 
@@ -124,7 +127,7 @@ def test_missing_faiss_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
 def test_search_cli_finds_the_relevant_document(tmp_path: Path, corpus: Path, minilm_dir: Path) -> None:
     index = tmp_path / "idx"
     args = ["search", "Which city is the capital of France?", "what fruit is yellow", "--corpus", str(corpus)]
-    args += ["--model", str(minilm_dir), "--instruction", "", "-k", "2", "--index", str(index)]
+    args += ["--model", str(minilm_dir), "-k", "2", "--index", str(index)]
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0, table.output
     assert "built index" in table.stderr
@@ -142,7 +145,7 @@ def _search(tmp_path: Path, corpus: Path, model: str, *args: str):
     """``synthembed search`` through the real CLI, with params of its own (fp32: embeddings compare exactly)."""
     params = tmp_path / "params.yaml"
     params.write_text("model:\n  dtype: fp32\n")
-    argv = ["search", *args, "--corpus", str(corpus), "--model", model, "--instruction", "", "--params", str(params)]
+    argv = ["search", *args, "--corpus", str(corpus), "--model", model, "--params", str(params)]
     return CliRunner().invoke(app, argv)
 
 

@@ -51,25 +51,39 @@ def test_openai_client_gets_the_embedders_vectors(server, embedder: Embedder) ->
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
     response = client.embeddings.create(model="tiny", input=TEXTS)  # the client asks for base64 by default
     got = np.array([item.embedding for item in response.data], dtype=np.float32)
-    np.testing.assert_allclose(got, embedder.encode(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(got, embedder.encode_documents(TEXTS), atol=1e-5)
     assert [item.index for item in response.data] == [0, 1, 2]
     assert response.model == "tiny"
     assert response.usage.prompt_tokens == response.usage.total_tokens > len(TEXTS)
 
     single = client.embeddings.create(model="tiny", input=TEXTS[1], encoding_format="float")
-    np.testing.assert_allclose(single.data[0].embedding, embedder.encode(TEXTS[1:2])[0], atol=1e-5)
+    np.testing.assert_allclose(single.data[0].embedding, embedder.encode_documents(TEXTS[1:2])[0], atol=1e-5)
 
     queries = client.embeddings.create(model="tiny", input=TEXTS[:2], extra_body={"instruction": INSTRUCTION})
-    expected = embedder.encode(TEXTS[:2], instruction=INSTRUCTION)
+    expected = embedder.encode_queries(TEXTS[:2], instruction=INSTRUCTION)
     np.testing.assert_allclose([d.embedding for d in queries.data], expected, atol=1e-5)
-    assert not np.allclose(expected, embedder.encode(TEXTS[:2]), atol=1e-3)  # the instruction changed them
+    assert not np.allclose(expected, embedder.encode_documents(TEXTS[:2]), atol=1e-3)  # the instruction changed them
+    written = [embedder.query_text(text, INSTRUCTION) for text in TEXTS[:2]]
+    assert queries.usage.prompt_tokens == sum(len(ids) for ids in embedder.tokenizer(written)["input_ids"])
+
+
+def test_a_model_without_instructions_embeds_instructed_inputs_as_plain_text(minilm_dir: Path) -> None:
+    """all-MiniLM-L6-v2 was trained without instructions: ``instruction`` only marks the inputs as queries."""
+    minilm = Embedder.load(str(minilm_dir), ModelParams(dtype="fp32"))
+    with running_server(create_app(minilm, "minilm")) as url:
+        queries = httpx.post(f"{url}/v1/embeddings", json={"input": TEXTS, "instruction": INSTRUCTION}, timeout=30)
+        documents = httpx.post(f"{url}/v1/embeddings", json={"input": TEXTS}, timeout=30)
+    assert queries.status_code == documents.status_code == 200, queries.text
+    got = [item["embedding"] for item in queries.json()["data"]]
+    np.testing.assert_allclose(got, minilm.encode_documents(TEXTS), atol=1e-5)
+    assert queries.json()["usage"] == documents.json()["usage"]  # no instruction tokens were counted
 
 
 def test_base64_is_little_endian_float32(server, embedder: Embedder) -> None:
     url, _ = server
     data = _post(url, {"model": "tiny", "input": TEXTS[0], "encoding_format": "base64"}).json()["data"]
     vector = np.frombuffer(base64.b64decode(data[0]["embedding"]), dtype="<f4")
-    np.testing.assert_allclose(vector, embedder.encode(TEXTS[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(vector, embedder.encode_documents(TEXTS[:1])[0], atol=1e-5)
 
 
 def test_litellm_embedding_works_against_the_server(server, embedder: Embedder) -> None:
@@ -78,7 +92,7 @@ def test_litellm_embedding_works_against_the_server(server, embedder: Embedder) 
     url, _ = server
     response = litellm.embedding(model="openai/tiny", input=TEXTS, api_base=f"{url}/v1", api_key=KEY)
     got = np.array([item["embedding"] for item in response.data], dtype=np.float32)
-    np.testing.assert_allclose(got, embedder.encode(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(got, embedder.encode_documents(TEXTS), atol=1e-5)
 
 
 def test_health_needs_no_key_and_reports_the_model(server, embedder: Embedder) -> None:
@@ -270,7 +284,7 @@ def test_openai_client_sees_the_error_message(server) -> None:
 def test_concurrent_load_is_answered_correctly_and_batched(server, embedder: Embedder) -> None:
     url, app = server
     texts = [f"request number {i} about topic {i % 7}" for i in range(300)]
-    expected = embedder.encode(texts, batch_size=64)
+    expected = embedder.encode_documents(texts, batch_size=64)
     calls_before = app.state.batcher.encode_calls
     with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
 

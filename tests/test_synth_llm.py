@@ -16,7 +16,8 @@ import yaml
 from llm_server import FakeLLMServer, by_hash
 
 from synthembed.params import Params
-from synthembed.synth import run_brainstorm, run_generate, taxonomy
+from synthembed.pipeline.run import run_stage
+from synthembed.synth import taxonomy
 from synthembed.synth.generate import load_tasks, plan_requests
 
 PLANTED_KEY = "sk-test-PLANTED-0123456789abcdef"
@@ -43,7 +44,7 @@ def _config(server: FakeLLMServer, **llm) -> dict:
             "max_concurrency": 4,
             **llm,
         },
-        "brainstorm": {"tasks_per_request": 5},
+        "brainstorm": {"tasks_per_request": 5, "requests_per_kind": 1},
         "generate": {"num_examples": 40},
     }
 
@@ -70,7 +71,7 @@ def test_generate_handles_every_reply_shape_and_reruns_for_free(tmp_path, monkey
 
     with FakeLLMServer(mode, slow_s=1.5) as server:
         config = Params.model_validate(_config(server, timeout_s=0.75))
-        brainstorm = run_brainstorm(config)
+        brainstorm = run_stage("brainstorm", config, track=False).metrics
         assert brainstorm["valid"] > 0 and Path("metrics/brainstorm.json").exists()
         tasks = [json.loads(line) for line in Path("data/synthetic/tasks.jsonl").read_text().splitlines()]
         assert {row["kind"] for row in tasks} == set(taxonomy.BRAINSTORM_KINDS)
@@ -80,7 +81,7 @@ def test_generate_handles_every_reply_shape_and_reruns_for_free(tmp_path, monkey
         modes_of = Counter(mode(r.messages[-1]["content"]) for r in plan)
         duplicates_by_kind = Counter(r.meta["kind"] for r in plan if mode(r.messages[-1]["content"]) == "duplicate")
         statuses_before = Counter(server.statuses)
-        metrics = run_generate(config)
+        metrics = run_stage("generate", config, track=False).metrics
         statuses = server.statuses - statuses_before
         records = _records()
 
@@ -111,11 +112,11 @@ def test_generate_handles_every_reply_shape_and_reruns_for_free(tmp_path, monkey
 
         # A second run sends nothing and writes the same records; so does one with the journal gone (cache).
         seen = server.total_requests
-        again = run_generate(config)
+        again = run_stage("generate", config, track=False).metrics
         assert server.total_requests == seen and again["requests"] == 0 and again["cache_hits"] == 40
         assert Path("data/synthetic/examples.jsonl").read_text() == first_output
         Path(config.llm.cache_dir, "generate.journal.jsonl").unlink()
-        cached = run_generate(config)
+        cached = run_stage("generate", config, track=False).metrics
         assert server.total_requests == seen and cached["requests"] == 0 and cached["cost_usd"] == 0
         assert Path("data/synthetic/examples.jsonl").read_text() == first_output
 
@@ -137,11 +138,11 @@ def test_budget_stops_cleanly_and_keeps_what_it_has(tmp_path, monkeypatch):
     with FakeLLMServer() as server:
         # gpt-4o-mini is priced in LiteLLM's cost map, so each answer has a cost.
         config = Params.model_validate(_config(server, model="openai/gpt-4o-mini", max_concurrency=1))
-        run_brainstorm(config)
+        run_stage("brainstorm", config, track=False)
         spent = json.loads(Path("metrics/brainstorm.json").read_text())["cost_usd"]
         assert spent > 0
         config.llm.budget_usd = spent + 1e-12  # a few answers' worth
-        metrics = run_generate(config)
+        metrics = run_stage("generate", config, track=False).metrics
     assert metrics["budget_exhausted"] is True
     assert 1 <= metrics["requests"] < 40 and metrics["skipped_for_budget"] == 40 - metrics["requests"]
     assert metrics["cost_usd"] >= config.llm.budget_usd - spent
@@ -171,7 +172,7 @@ def test_sigkill_mid_run_resumes_without_asking_twice(tmp_path, monkeypatch):
         with FakeLLMServer() as server:
             settings = _config(server, max_concurrency=3)
             settings["generate"]["num_examples"] = 16
-            run_brainstorm(Params.model_validate(settings))
+            run_stage("brainstorm", Params.model_validate(settings), track=False)
             (work / "params.yaml").write_text(yaml.safe_dump(settings))
             journal = work / "data/synthetic/cache/generate.journal.jsonl"
             if name == "killed":
@@ -192,7 +193,7 @@ def test_sigkill_mid_run_resumes_without_asking_twice(tmp_path, monkeypatch):
                 assert process.returncode == 0, err
                 assert "valid examples" in err and PLANTED_KEY not in out + err
             else:
-                run_generate(Params.model_validate(settings))
+                run_stage("generate", Params.model_validate(settings), track=False)
             runs[name] = (work / "data/synthetic/examples.jsonl").read_text().splitlines()
             if name == "killed":
                 assert max(server.answered.values()) == 1, "an answered prompt was asked again"
@@ -267,8 +268,8 @@ def test_failed_requests_are_counted_and_the_run_goes_on(tmp_path, monkeypatch):
     failures = {"status_500": 1, "status_502": 1, "status_400": 1, "garbage_body": 1, "no_choices": 1}
     with FakeLLMServer(mode=by_hash({"json": 5, **failures})) as server:
         config = Params.model_validate(_config(server, max_retries=0))
-        run_brainstorm(config)
-        metrics = run_generate(config)
+        run_stage("brainstorm", config, track=False)
+        metrics = run_stage("generate", config, track=False).metrics
     reasons = metrics["rejected_by_reason"]
     assert metrics["valid"] > 0 and metrics["valid"] + metrics["rejected"] == 40
     assert reasons.get("server_error", 0) > 0 and reasons.get("bad_request", 0) > 0
@@ -311,7 +312,7 @@ def test_a_high_rejection_rate_is_a_warning_in_the_summary(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     with FakeLLMServer(mode=by_hash({"json": 1, "invalid": 3})) as server:
         config = _config(server, warn_rejected_fraction=0.2)
-        run_brainstorm(Params.model_validate(config))
+        run_stage("brainstorm", Params.model_validate(config), track=False)
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
         from typer.testing import CliRunner
 

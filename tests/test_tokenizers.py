@@ -31,7 +31,8 @@ def family(request: pytest.FixtureRequest) -> tuple[Path, str | None, str]:
 
 
 def fed_ids(embedder: Embedder, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ids that reach the backbone's embedding layer during :meth:`Embedder.encode`, and their mask."""
+    """The ids that reach the backbone's embedding layer during :meth:`Embedder.encode_documents`, and their
+    mask."""
     seen: dict[str, torch.Tensor] = {}
 
     def ids_hook(module, args) -> None:
@@ -45,7 +46,7 @@ def fed_ids(embedder: Embedder, texts: list[str]) -> tuple[torch.Tensor, torch.T
         embedder.model[0].register_forward_pre_hook(mask_hook),
     ]
     try:
-        embedder.encode(texts, batch_size=len(texts))
+        embedder.encode_documents(texts, batch_size=len(texts))
     finally:
         for hook in hooks:
             hook.remove()
@@ -79,3 +80,8 @@ def test_alone_and_left_padded_batch_keep_bos_and_end_in_eos(family, tmp_path: P
     reloaded = SentenceTransformer(str(tmp_path / "embedder"))
     assert reloaded.preprocess([LONG, SHORT])["input_ids"].tolist() == ids.tolist()
     check_pooled_token_is_eos(reloaded)
+    # encode_query's saved prompt goes after the tokenizer's own BOS, as the embedder's query text does
+    as_query = reloaded.preprocess([SHORT], prompt=reloaded.prompts["query"])["input_ids"][0].tolist()
+    assert as_query == embedder.model.preprocess([embedder.query_text(SHORT)])["input_ids"][0].tolist()
+    assert as_query[-1] == short[-1] and len(as_query) > len(short)  # EOS last, the instruction in front
+    assert bos is None or as_query[0] == short[0]  # and the BOS first

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from synthembed.cli import app
 from synthembed.errors import UserError
 from synthembed.params import ModelParams, Params
+from synthembed.pipeline.run import run_stage
 from synthembed.tracking import (
     download_model,
     hash_inputs,
@@ -35,13 +36,17 @@ TEXTS = ["A protein folds into its native shape.", "The stock market fell sharpl
 def _config(work: Path, score: float | None = None) -> Params:
     config = Params()
     config.register.model = str(work / "models" / "embedder")
-    config.register.output = str(work / "metrics" / "register.json")
-    config.evaluate.output = str(work / "metrics" / "eval.json")
     config.mlflow.experiment = "synthembed-test"
     if score is not None:
         (work / "metrics").mkdir(exist_ok=True)
         (work / "metrics" / "eval.json").write_text(json.dumps({"SciFact": {"main_score": score, "ndcg_at_10": score}}))
     return config
+
+
+def _register(config: Params, work: Path) -> dict:
+    """The register stage as the pipeline runs it (in its own MLflow run), on ``work``'s files."""
+    metrics, scores = work / "metrics" / "register.json", work / "metrics" / "eval.json"
+    return run_stage("register", config, metrics=metrics, scores=str(scores)).metrics
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,7 @@ def registry(store, tiny_decoder_dir: Path):
         embedder = Embedder.load(str(tiny_decoder_dir), ModelParams(dtype="fp32"))  # compared exactly below
         embedder.save(work / "models" / "embedder")
         original = embedder.encode(TEXTS)
-        results = [run_register(_config(work, score)) for score in (0.5, 0.6, 0.6, 0.4)]
+        results = [_register(_config(work, score), work) for score in (0.5, 0.6, 0.6, 0.4)]
     return {**store, "results": results, "original": original}
 
 
@@ -90,7 +95,8 @@ def test_champion_moves_only_on_strictly_higher_score(registry) -> None:
     written = json.loads((registry["work"] / "metrics" / "register.json").read_text())
     assert written == results[-1]
     run = _client(registry).get_run(champion.run_id)
-    assert run.data.metrics == {"score": 0.6, "champion_score": 0.5, "promoted": 1.0}
+    assert run.data.metrics == {"score": 0.6, "champion_score": 0.5, "promoted": 1.0, "version": 2.0,
+                                "champion_version": 1.0}  # fmt: skip
     assert run.data.tags["synthembed.stage"] == "register"
 
 
@@ -108,7 +114,7 @@ def test_scores_from_different_subsets_or_precisions_do_not_move_the_champion(re
         (work / "metrics" / "eval.json").write_text(json.dumps(scores))
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MLFLOW_TRACKING_URI", registry["uri"])
-            return run_register(config)
+            return _register(config, work)
 
     first, easier, alike = register(0.5, 250), register(0.9, 100), register(0.6, 250)
     assert first["promoted"]
@@ -174,12 +180,11 @@ def test_missing_store_is_not_created_by_a_lookup(tmp_path, monkeypatch) -> None
 
 
 def test_register_input_errors(tmp_path, minilm_dir) -> None:
-    config = _config(tmp_path)
+    config, scores = _config(tmp_path), str(tmp_path / "metrics" / "eval.json")
     with pytest.raises(UserError, match="is not a SentenceTransformer folder"):
-        run_register(config)
-    config.register.model = str(minilm_dir)
+        run_register(config, config.register.model, scores)
     with pytest.raises(UserError, match="eval.json not found; run `synthembed evaluate` first"):
-        run_register(config)
+        run_register(config, str(minilm_dir), scores)
 
 
 def test_metric_lookup() -> None:
@@ -193,7 +198,9 @@ def test_metric_lookup() -> None:
         metric_value(scores, "SciFact.note", "eval.json")
 
 
-def test_register_cli_reports_a_bad_metric_in_one_line(tmp_path) -> None:
+def test_register_cli_reports_a_bad_metric_in_one_line(tmp_path, store, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the pipeline's paths: metrics/eval.json
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
     (tmp_path / "models" / "embedder").mkdir(parents=True)
     (tmp_path / "models" / "embedder" / "modules.json").write_text("[]")
     config = _config(tmp_path, score=0.5)
@@ -204,7 +211,7 @@ def test_register_cli_reports_a_bad_metric_in_one_line(tmp_path) -> None:
     result = CliRunner().invoke(app, ["register", "--params", str(params)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        f"error: register.metric 'X.y' not found in {config.evaluate.output}: the top level has SciFact"
+        "error: register.metric 'X.y' not found in metrics/eval.json: the top level has SciFact"
     ]
 
 
@@ -307,11 +314,11 @@ def test_planted_api_key_never_reaches_mlflow(registry, tmp_path, monkeypatch) -
     leaky = tmp_path / "leaky.txt"
     leaky.write_text(f"Authorization: Bearer {FAKE_KEY}\n")
     config = _config(tmp_path)
-    config.evaluate.model = f"models/{FAKE_KEY}"  # a careless value: masked, not logged
+    config.evaluate.results_dir = f"metrics/{FAKE_KEY}"  # a careless value: masked, not logged
     with stage_run(config, "evaluate", sections=["evaluate"]) as run:
         assert not run.log_artifact(leaky)
     stored = _client(registry).get_run(run.run_id)
-    assert stored.data.params["evaluate.model"] == "models/***"
+    assert stored.data.params["evaluate.results_dir"] == "metrics/***"
     scanned = 0
     for path in registry["work"].rglob("*"):
         if path.is_file():
@@ -364,3 +371,20 @@ def test_mlflow_server_answers_the_registry_api(registry, monkeypatch) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_promotion_rule() -> None:
+    from synthembed.tracking.registry import Champion, promotion
+
+    on = '{"data": "full", "precision": "fp32"}'
+    rule = {"alias": "champion", "metric": "SciFact.ndcg_at_10"}
+    assert promotion(0.5, on, None, **rule) == (True, "no champion yet")
+    assert promotion(0.5, on, Champion(3, None, on), **rule) == (
+        True, "champion version 3 has no SciFact.ndcg_at_10 score"
+    )  # fmt: skip
+    assert promotion(0.61, on, Champion(3, 0.6, on), **rule) == (True, "0.61 > 0.6")
+    assert promotion(0.6, on, Champion(3, 0.6, on), **rule) == (False, "0.6 <= 0.6")
+    assert promotion(0.4, on, Champion(3, 0.6, on), **rule) == (False, "0.4 <= 0.6")
+    subset = '{"data": {"n_documents": 250, "n_queries": 100}, "precision": "fp32"}'
+    verdict = promotion(0.9, subset, Champion(3, 0.6, on), **rule)
+    assert not verdict.promoted and verdict.reason.startswith(f"not comparable: champion version 3 was scored on {on}")

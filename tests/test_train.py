@@ -18,6 +18,7 @@ from synthembed.encoder import Embedder
 from synthembed.errors import UserError
 from synthembed.io import write_jsonl
 from synthembed.params import LoraParams, ModelParams, Params, PrepareParams, TrainParams
+from synthembed.pipeline.run import run_stage
 from synthembed.train.adapter import load_adapter_model
 
 TOPICS = [
@@ -85,11 +86,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_tiny_run_learns_and_saves_consistent_models(workdir: Path, tiny_decoder_dir: Path) -> None:
-    from synthembed.train.trainer import run_train
-
-    metrics = run_train(make_config(workdir, tiny_decoder_dir))
+    metrics = run_stage("train", make_config(workdir, tiny_decoder_dir), track=False).metrics
     assert metrics["steps"] == 12
-    curve = list(csv.DictReader((workdir / "metrics" / "train_loss.csv").open()))
+    curve = list(csv.DictReader((workdir / "metrics" / "train.csv").open()))
     losses = [float(row["loss"]) for row in curve]
     assert len(losses) == 12 and [int(row["step"]) for row in curve] == list(range(1, 13))
     assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
@@ -140,7 +139,9 @@ def test_gradcache_matches_plain_gradients(tiny_decoder_dir: Path, tmp_path: Pat
         torch.testing.assert_close(cached[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_killed_run_resumes_from_last_checkpoint(workdir: Path, tiny_decoder_dir: Path) -> None:
+def test_killed_run_resumes_from_last_checkpoint(
+    workdir: Path, tiny_decoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from transformers import TrainerCallback
 
     from synthembed.train import trainer as trainer_module
@@ -150,54 +151,25 @@ def test_killed_run_resumes_from_last_checkpoint(workdir: Path, tiny_decoder_dir
             if state.global_step == 6:
                 raise KeyboardInterrupt
 
+    class KilledTrainer(trainer_module.LoraTrainer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.add_callback(Kill())
+
     config = make_config(workdir, tiny_decoder_dir, max_steps=8, gradient_checkpointing=True)
-    original = trainer_module.CollapseGuard
-    try:
-        trainer_module.CollapseGuard = lambda loss, ratio: _Both(original(loss, ratio), Kill())
+    with monkeypatch.context() as patched:
+        patched.setattr(trainer_module, "LoraTrainer", KilledTrainer)
         with pytest.raises(KeyboardInterrupt):
-            trainer_module.run_train(config)
-    finally:
-        trainer_module.CollapseGuard = original
+            run_stage("train", config, track=False)
     assert (workdir / "checkpoints" / "checkpoint-4").is_dir()
-    metrics = trainer_module.run_train(config)
+    metrics = run_stage("train", config, track=False).metrics
     assert metrics["resumed_from_step"] == 4 and metrics["steps"] == 8
-    steps = [int(row["step"]) for row in csv.DictReader((workdir / "metrics" / "train_loss.csv").open())]
+    steps = [int(row["step"]) for row in csv.DictReader((workdir / "metrics" / "train.csv").open())]
     assert steps == list(range(1, 9))
 
 
 def _copy(value):
     return value.clone() if isinstance(value, torch.Tensor) else value
-
-
-class _Both:
-    """Stands in for one callback object while calling two (the guard and a kill switch)."""
-
-    def __init__(self, *callbacks) -> None:
-        self.callbacks = callbacks
-
-    def __getattr__(self, name: str):
-        def call(*args, **kwargs):
-            for callback in self.callbacks:
-                getattr(callback, name)(*args, **kwargs)
-
-        return call
-
-
-def test_collapse_guard_fires_on_collapsed_batch() -> None:
-    from synthembed.train.collapse import CollapseError, check_collapse
-    from synthembed.train.loss import mean_offdiagonal_cosine
-
-    spread = torch.randn(8, 16)
-    collapsed = torch.ones(8, 16) + 1e-3 * torch.randn(8, 16)
-    baseline = mean_offdiagonal_cosine(spread)
-    assert baseline < 0.5 and mean_offdiagonal_cosine(collapsed) > 0.99
-    check_collapse(mean_offdiagonal_cosine(spread), baseline, ratio=0.3, step=5)
-    with pytest.raises(CollapseError, match="representation collapse at step 5"):
-        check_collapse(mean_offdiagonal_cosine(collapsed), baseline, ratio=0.3, step=5)
-    with pytest.raises(CollapseError):  # the relative rule: spread 0.24 -> 0.05 (the EOS probe in docs/training.md)
-        check_collapse(0.95, 0.76, ratio=0.3, step=9)
-    check_collapse(0.83, 0.87, ratio=0.3, step=9)  # mean pooling learning: spread grew
-    assert issubclass(CollapseError, UserError)
 
 
 def test_training_without_prepared_data_is_a_user_error(tmp_path: Path, monkeypatch, tiny_decoder_dir) -> None:

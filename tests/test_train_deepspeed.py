@@ -22,7 +22,7 @@ def test_two_cpu_ranks_train_and_save(stage: str, tmp_path: Path, monkeypatch, t
 
     enter_workdir(tmp_path, monkeypatch)
     config = make_config(tmp_path, tiny_decoder_dir, devices=2, deepspeed=stage, max_steps=4, batch_size=2)
-    metrics = run_train(config)
+    metrics = run_train(config).metrics
     assert metrics["devices"] == 2 and metrics["deepspeed"] == stage and metrics["steps"] == 4
     assert metrics["verification"]["adapter_vs_base"] > 1e-3  # the saved adapter is not empty
     texts = [t for pair in TOPICS[:3] for t in pair]

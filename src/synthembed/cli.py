@@ -1,19 +1,17 @@
-"""The ``synthembed`` command: one sub-command per pipeline stage, plus embed, search and serve.
+"""The ``synthembed`` command: one sub-command per pipeline stage, plus embed, search, serve and pipeline.
 
-This module only parses arguments and reports errors; the work lives in the stage packages. Every failure,
+This module only parses arguments and reports errors; the work lives in the stage packages, and the stage
+commands are made from the declarations in :mod:`synthembed.pipeline.stages`. Every failure,
 a usage error, a :class:`~synthembed.errors.UserError`, a bad file or an error inside a library, becomes one
 ``error:`` line (secret values of the environment masked) and exit code 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import itertools
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,8 +19,12 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
+from synthembed import runtime
 from synthembed.errors import UserError, describe
 from synthembed.params import format_validation_error
+from synthembed.pipeline.run import run_stage
+from synthembed.pipeline.stage import Stage
+from synthembed.pipeline.stages import EVALUATE, PIPELINE, evaluation_stage, trained_embedder
 from synthembed.secrets import redact
 
 try:  # recent typer releases run on a copy of click of their own
@@ -83,8 +85,8 @@ _state = {"debug": False}
 
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False) -> None:
+    runtime.start()  # the environment defaults, before any library is imported
     _state["debug"] = debug
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def reports_errors(func: F) -> F:
@@ -126,40 +128,10 @@ def _params(path: Path | None):
     return load_params(path or DEFAULT_PARAMS)
 
 
-@contextlib.contextmanager
-def tracked(
-    config,
-    stage: str,
-    sections: list[str],
-    inputs: list[str],
-    artifacts: list[str],
-    sample_of: str | None = None,
-) -> Iterator[dict]:
-    """Record a stage as one MLflow run: its params sections, input hash, the metrics it returns, artifacts,
-    and the first lines of a large JSONL output (``sample_of``) as a sample."""
-    import tempfile
-
-    from synthembed.tracking import stage_run
-
-    with stage_run(config, stage, sections=sections, inputs=inputs) as run:
-        metrics: dict = {}
-        yield metrics
-        run.log_metrics(metrics)
-        for artifact in artifacts:
-            if Path(artifact).exists():
-                run.log_artifact(artifact)
-        if sample_of and Path(sample_of).exists():
-            with tempfile.TemporaryDirectory() as folder:
-                sample = Path(folder) / f"sample_{Path(sample_of).name}"
-                with open(sample_of, encoding="utf-8") as source:
-                    sample.write_text("".join(itertools.islice(source, 20)), encoding="utf-8")
-                run.log_artifact(sample)
-
-
 def default_model(config) -> str:
     """The trained embedder when the pipeline has produced one, else the untrained backbone."""
-    trained = Path(config.evaluate.model)
-    return str(trained) if (trained / "modules.json").exists() else config.model.backbone
+    trained = trained_embedder(config)
+    return trained if (Path(trained) / "modules.json").exists() else config.model.backbone
 
 
 @app.command()
@@ -170,12 +142,15 @@ def embed(
         Path | None, typer.Option("--input", "-i", help="plain lines or JSONL with a 'text' field")
     ] = None,
     instruction: Annotated[str | None, typer.Option(help="embed as queries with this task instruction")] = None,
+    query: Annotated[
+        bool, typer.Option("--query", help="embed as queries with the model's default instruction")
+    ] = False,
     model: ModelOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help=".npy or .jsonl; printed if omitted")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="texts per forward pass")] = None,
     params: ParamsOption = None,
 ) -> None:
-    """Embed texts (queries with --instruction, documents without)."""
+    """Embed texts: documents, or queries with --query / --instruction (written the way the model takes them)."""
     config = _params(params)  # fail fast on a bad params file, before the heavy imports
     from synthembed.encoder import Embedder
     from synthembed.encoder.inputs import check_texts
@@ -194,7 +169,10 @@ def embed(
             raise UserError(f"--output must end in .npy or .jsonl, not {output.suffix or 'no suffix'!r}")
         check_writable(output)  # before the model loads and the texts are embedded
     embedder = Embedder.load(model or default_model(config), config.model)
-    vectors = embedder.encode(inputs, instruction=instruction, batch_size=batch_size)
+    if query or instruction is not None:
+        vectors = embedder.encode_queries(inputs, instruction, batch_size=batch_size)
+    else:
+        vectors = embedder.encode_documents(inputs, batch_size=batch_size)
     if output is None:
         for text, vector in zip(inputs, vectors, strict=True):
             typer.echo(json.dumps({"text": text, "embedding": [round(float(x), 6) for x in vector]}))
@@ -217,8 +195,9 @@ def search(
     queries: Annotated[list[str], typer.Argument(help="one or more queries")],
     corpus: Annotated[Path, typer.Option(help="plain lines, JSONL with 'text' ('id'), or BEIR corpus")],
     instruction: Annotated[
-        str | None, typer.Option(help="task instruction for the queries")
-    ] = "Given a query, retrieve relevant passages that answer the query",
+        str | None,
+        typer.Option(help="task instruction for the queries (default: the model's own; none if it takes none)"),
+    ] = None,
     model: ModelOption = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="hits per query")] = 10,
     index: Annotated[Path | None, typer.Option(help="index folder (default: <corpus>.index)")] = None,
@@ -294,7 +273,9 @@ def evaluate(
     ] = None,
     max_queries: Annotated[int | None, typer.Option(min=1, help="subsample queries / test items")] = None,
     max_documents: Annotated[int | None, typer.Option(min=1, help="subsample retrieval documents")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="default: evaluate.output")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help=f"metrics file (.json); default: {EVALUATE.metrics}")
+    ] = None,
     precision: Annotated[
         str | None, typer.Option(help="fp32, bf16 or auto (bf16 where the CPU/GPU has it); default: evaluate.precision")
     ] = None,
@@ -304,111 +285,64 @@ def evaluate(
     config = _params(params)
     if precision is not None:
         config.evaluate.precision = precision  # validated by the schema: a bad value is one line
-    from synthembed.evaluate import run_evaluate, scores_table_path
-
     if tasks or max_queries or max_documents:
         config.evaluate.max_queries, config.evaluate.max_documents = max_queries, max_documents
-    output = output or Path(config.evaluate.output)
-    names = [name.strip() for item in tasks or config.evaluate.tasks for name in item.split(",")]
-    names = [name for name in names if name]
+    names = [name.strip() for item in tasks or [] for name in item.split(",") if name.strip()]
     from synthembed.encoder.references import resolve_model
 
     reference = model or default_model(config)
-    inputs = [str(resolve_model(reference))]  # an unknown reference fails here, before any run is recorded
-    artifacts = [str(output), str(scores_table_path(output))]
-    with tracked(config, "evaluate", ["model", "evaluate"], inputs, artifacts) as metrics:
-        metrics.update(run_evaluate(config, reference, names, output))
-    summary = ", ".join(f"{name} {scores['main_score']:.4f}" for name, scores in metrics.items())
-    typer.echo(f"wrote {output}: {summary}", err=True)
+    model_dir = resolve_model(reference)  # an unknown reference fails here, before any run is recorded
+    output = output or Path(EVALUATE.metrics)
+    stage = evaluation_stage(config, reference)
+    result = run_stage(stage, config, metrics=output, inputs=[model_dir], model=reference, tasks=names or None)
+    typer.echo(f"wrote {output}: {result.summary}", err=True)
+
+
+def _stage_command(stage: Stage) -> Callable[..., None]:
+    """The sub-command of a stage that takes only ``--params``: run it, report its summary and warnings on
+    stderr (stdout is kept for data, as with embed, search and pipeline)."""
+
+    def command(params: ParamsOption = None) -> None:
+        result = run_stage(stage, _params(params))
+        typer.echo(result.summary, err=True)
+        for warning in result.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+
+    command.__doc__ = stage.help
+    return reports_errors(command)
+
+
+for _stage in PIPELINE.values():
+    if not _stage.command and _stage.name != EVALUATE.name:
+        app.command(_stage.name)(_stage_command(_stage))
 
 
 @app.command()
 @reports_errors
-def register(params: ParamsOption = None) -> None:
-    """Register the trained embedder in MLflow; it becomes the champion only if it scores higher."""
-    from synthembed.tracking import run_register
-
-    result = run_register(_params(params))
-    verdict = "promoted to" if result["promoted"] else "kept below"
-    reason = f"{result['metric']}: {result['reason']}"
-    typer.echo(f"{result['reference']} {verdict} {result['champion']} ({reason})")
-
-
-@app.command()
-@reports_errors
-def brainstorm(params: ParamsOption = None) -> None:
-    """Ask the LLM (llm.model) for task definitions; writes brainstorm.output and metrics/brainstorm.json."""
-    from synthembed.synth import run_brainstorm
+def pipeline(
+    write: Annotated[bool, typer.Option("--write", help="write dvc.yaml")] = False,
+    check: Annotated[bool, typer.Option("--check", help="fail if dvc.yaml differs from the declarations")] = False,
+    dvc_file: Annotated[Path, typer.Option("--dvc-file", help="the file to write or check")] = Path("dvc.yaml"),
+    params: ParamsOption = None,
+) -> None:
+    """Print dvc.yaml as the stage declarations make it (paths from params); --write or --check the file."""
+    from synthembed.pipeline.dvcfile import differences, render
 
     config = _params(params)
-    with tracked(config, "brainstorm", ["seed", "llm", "brainstorm"], [], [config.brainstorm.output]) as metrics:
-        metrics.update(run_brainstorm(config))
-    typer.echo(_llm_summary("brainstorm", metrics, "tasks", config.llm.warn_rejected_fraction), err=True)
+    if write and check:
+        raise UserError("--write and --check exclude each other")
+    if check:
+        if problem := differences(dvc_file, config):
+            raise UserError(problem)
+        typer.echo(f"{dvc_file} matches the stage declarations")
+    elif write:
+        from synthembed.io import atomic_write
 
-
-@app.command()
-@reports_errors
-def generate(params: ParamsOption = None) -> None:
-    """Write one training example per sampled request; writes generate.output and metrics/generate.json."""
-    from synthembed.synth import run_generate
-
-    config = _params(params)
-    inputs = [config.brainstorm.output]
-    artifacts = ["metrics/generate.json"]
-    with tracked(config, "generate", ["seed", "llm", "generate"], inputs, artifacts, config.generate.output) as metrics:
-        metrics.update(run_generate(config))
-    typer.echo(_llm_summary("generate", metrics, "valid examples", config.llm.warn_rejected_fraction), err=True)
-
-
-def _llm_summary(stage: str, metrics: dict, what: str, warn_rejected_fraction: float) -> str:
-    line = (
-        f"{stage}: {metrics['valid']} {what}, {metrics['rejected']} rejected, "
-        f"{metrics['requests']} requests, {metrics['cache_hits']} cached, "
-        f"${metrics['cost_usd']:.4f}, {metrics['wall_time_s']:.1f} s"
-    )
-    if metrics["budget_exhausted"]:
-        line += f"; stopped at the budget (llm.budget_usd), {metrics['skipped_for_budget']} requests not sent"
-    if metrics["rejected_fraction"] > warn_rejected_fraction:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in metrics["rejected_by_reason"].items())
-        line += (
-            f"\nwarning: {metrics['rejected_fraction']:.0%} of the answers were rejected "
-            f"(above llm.warn_rejected_fraction {warn_rejected_fraction}): {reasons}"
-        )
-    return line
-
-
-@app.command()
-@reports_errors
-def prepare(params: ParamsOption = None) -> None:
-    """Turn synthetic examples and labeled sets into training records (data/train/)."""
-    from synthembed.data.prepare import run_prepare
-
-    config = _params(params)
-    inputs = [config.prepare.synthetic, *config.prepare.labeled]
-    with tracked(config, "prepare", ["seed", "prepare"], inputs, ["metrics/prepare.json"]) as metrics:
-        metrics.update(run_prepare(config))
-    typer.echo(
-        f"prepared {metrics['train']} training and {metrics['validation']} validation records "
-        f"({metrics['with_negative']} with a hard negative) in {config.prepare.output_dir}"
-    )
-
-
-@app.command()
-@reports_errors
-def train(params: ParamsOption = None) -> None:
-    """Fine-tune the backbone with LoRA and InfoNCE; writes models/adapter and models/embedder."""
-    from synthembed.train.trainer import run_train
-
-    config = _params(params)
-    sections = ["seed", "model", "lora", "train"]
-    artifacts = ["metrics/train.json", "metrics/train_loss.csv"]
-    with tracked(config, "train", sections, [config.prepare.output_dir], artifacts) as metrics:
-        metrics.update(run_train(config))
-    typer.echo(
-        f"trained {metrics['steps']} steps in {metrics['train_time_s']:.0f} s, "
-        f"final loss {metrics['final_loss']:.3f} (best {metrics['best_loss']:.3f}); "
-        f"embedder saved to {Path(config.train.output_dir) / 'embedder'}"
-    )
+        with atomic_write(dvc_file) as handle:
+            handle.write(render(config))
+        typer.echo(f"wrote {dvc_file}", err=True)
+    else:
+        typer.echo(render(config), nl=False)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m synthembed`

@@ -4,6 +4,8 @@ The corpus is embedded once; its vectors are saved beside a manifest naming what
 (the corpus bytes, the model files, the model settings). The next search reuses them while all of that is
 unchanged and re-embeds otherwise, so a stale index is never searched. Search is exact (a matrix product in
 numpy) unless the optional FAISS backend is asked for, which keeps an HNSW graph for very large corpora.
+Documents are embedded as plain text, queries by the model's own query convention
+(:mod:`synthembed.encoder.convention`).
 """
 
 from __future__ import annotations
@@ -226,7 +228,11 @@ def run_search(
     index_dir: str | Path | None = None,
     backend: Backend = "numpy",
 ) -> SearchResults:
-    """Embed ``corpus`` unless a matching index exists, then return the top ``k`` documents for each query."""
+    """Embed ``corpus`` unless a matching index exists, then return the top ``k`` documents for each query.
+
+    Queries are written by the model's own convention: ``instruction`` (None: the model's default instruction)
+    in its template for a model that takes instructions, plain text for one that takes none.
+    """
     from synthembed.encoder import Embedder
     from synthembed.encoder.references import resolve_model
 
@@ -251,10 +257,10 @@ def run_search(
     embeddings = load_index(index_dir, key, len(documents))
     reused = embeddings is not None
     if embeddings is None:
-        embeddings = embedder.encode([d.content for d in documents])
+        embeddings = embedder.encode_documents([d.content for d in documents])
         if save_dir is not None:
             save_index(save_dir, key, embeddings, corpus)
-    vectors = embedder.encode(queries, instruction=instruction, show_progress=False)
+    vectors = embedder.encode_queries(queries, instruction=instruction, show_progress=False)
     scores, rows = top_k(embeddings, vectors, k, backend, save_dir)
     hits = [
         [

@@ -1,10 +1,11 @@
 """An OpenAI-compatible embeddings server: the ``openai`` client and LiteLLM work against it unchanged.
 
 ``POST /v1/embeddings`` takes ``input`` (a string or a list of strings) and an optional ``instruction`` that
-marks the inputs as queries (E5 prefix); ``encoding_format`` may be ``float`` or ``base64`` (the ``openai``
-client asks for base64 by default). Concurrent requests are merged by a micro-batcher: while the model encodes
-one batch, new requests queue up, and the next encode call takes all of them at once, which is what lets a
-small server keep up with many clients.
+marks the inputs as queries, written by the model's own query convention (the instruction in the model's
+template, or plain text for a model that takes no instructions); ``encoding_format`` may be ``float`` or
+``base64`` (the ``openai`` client asks for base64 by default). Concurrent requests are merged by a
+micro-batcher: while the model encodes one batch, new requests queue up, and the next encode call takes all of
+them at once, which is what lets a small server keep up with many clients.
 
 A request is checked cheapest first, so that a bad or hostile one costs little: the API key, then the content
 type and the body's size (before anything is parsed), then the JSON, the fields and the texts (the rule that the
@@ -35,7 +36,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException  # FastAPI's HTTPException and the router's 404 and 405 are these
 
-from synthembed.encoder.embedder import Embedder, query_prompt
+from synthembed.encoder.embedder import Embedder
 from synthembed.encoder.inputs import check_texts
 from synthembed.errors import UserError
 
@@ -65,7 +66,9 @@ class Limits:
 class EmbeddingRequest(BaseModel):
     input: str | list[str] = Field(description="one text or a list of texts (token arrays are not accepted)")
     model: str | None = None
-    instruction: str | None = Field(None, description="task instruction: embeds the inputs as queries")
+    instruction: str | None = Field(
+        None, description="task instruction: embeds the inputs as queries (plain text for a model without instructions)"
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
@@ -229,8 +232,8 @@ def create_app(
         body = _parse(await _read_body(request, max_bytes))
         texts = [body.input] if isinstance(body.input, str) else body.input
         _check(texts, body, embedder.dimension, limits.max_inputs)
-        prompt = query_prompt(body.instruction)
-        lengths = await counter.count([prompt + t for t in texts])
+        written = texts if body.instruction is None else [embedder.query_text(t, body.instruction) for t in texts]
+        lengths = await counter.count(written)
         too_long = next((i for i, n in enumerate(lengths) if n > max_tokens), None)
         if too_long is not None:
             raise HTTPException(

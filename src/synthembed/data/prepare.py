@@ -6,15 +6,15 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
 from synthembed.data.labeled import read_labeled
 from synthembed.data.mining import mine_negatives
 from synthembed.data.records import TrainRecord
 from synthembed.data.synthetic import read_synthetic
 from synthembed.errors import UserError
-from synthembed.io import write_json, write_jsonl
+from synthembed.io import write_jsonl
 from synthembed.params import Params
+from synthembed.pipeline.stage import StageResult
 
 TRAIN_FILE, VALIDATION_FILE = "train.jsonl", "validation.jsonl"
 
@@ -51,8 +51,8 @@ def weigh(records: list[TrainRecord], weight: float, cap: int | None, rng: rando
     return repeated[:target]
 
 
-def run_prepare(config: Params) -> dict[str, Any]:
-    """Write ``data/train/{train,validation}.jsonl`` and ``metrics/prepare.json``; return the metrics."""
+def run_prepare(config: Params) -> StageResult:
+    """Write ``train.jsonl`` and ``validation.jsonl`` under ``prepare.output_dir``; return the metrics."""
     params = config.prepare
     rng = random.Random(config.seed)
     synthetic, skipped = read_synthetic(params.synthetic)
@@ -103,5 +103,8 @@ def run_prepare(config: Params) -> dict[str, Any]:
         "kinds": {kind: {"train": c["train"], "validation": c["validation"]} for kind, c in sorted(kinds.items())},
         "skipped_synthetic": dict(sorted(skipped.items())),
     }
-    write_json(Path("metrics") / "prepare.json", metrics)
-    return metrics
+    summary = (
+        f"prepared {metrics['train']} training and {metrics['validation']} validation records "
+        f"({metrics['with_negative']} with a hard negative) in {out}"
+    )
+    return StageResult(metrics, summary)

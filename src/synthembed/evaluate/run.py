@@ -1,4 +1,4 @@
-"""The evaluate stage: score one model on local MTEB tasks and write ``metrics/eval.json``."""
+"""The evaluate stage: score one model on local MTEB tasks; its metrics are the scores per task."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthembed.encoder import Embedder
-from synthembed.errors import UserError
 from synthembed.evaluate.model import EmbedderEncoder
-from synthembed.evaluate.tasks import Limits, build_task
-from synthembed.io import write_csv, write_json
+from synthembed.evaluate.tasks import SubsetSizes, build_task
 from synthembed.params import Params
+from synthembed.pipeline.stage import StageResult
 
 # The repository's data/eval (what DVC tracks), linked into the package so an installed wheel carries it.
 BUNDLED_DATA = Path(str(resources.files("synthembed") / "eval_data"))
@@ -46,25 +45,10 @@ def scores_of(result: Any) -> dict[str, float]:
     return metrics
 
 
-def scores_table_path(output: Path) -> Path:
-    """The per-task CSV written beside ``output`` (``metrics/eval.json`` -> ``metrics/eval.csv``).
+def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> StageResult:
+    """Score ``model`` on ``tasks`` (bundled names or BEIR folders; default ``evaluate.tasks``).
 
-    An ``output`` that is itself that CSV is refused: the two files must never overwrite each other.
-    """
-    table = output.with_suffix(".csv")
-    if table == output:
-        raise UserError(f"evaluation output {output} would be overwritten by its own per-task table; name a .json file")
-    return table
-
-
-def write_scores_table(path: Path, model: str, metrics: dict[str, dict[str, Any]]) -> None:
-    """One ``task,model,main_score`` row per task: what ``dvc plots`` compares across models."""
-    rows = [(task, model, round(scores["main_score"], 5)) for task, scores in metrics.items()]
-    write_csv(path, ["task", "model", "main_score"], rows)
-
-
-def run_evaluate(config: Params, model: str, tasks: list[str], output: Path) -> dict[str, dict[str, Any]]:
-    """Score ``model`` on ``tasks`` (bundled names or BEIR folders); write ``output`` and its per-task CSV.
+    The table holds one ``task,model,main_score`` row per task: what ``dvc plots`` compares across models.
 
     MTEB's own result files go under ``evaluate.results_dir``. A task that was subsampled
     (``evaluate.max_queries`` / ``max_documents``) records the evaluated sizes under ``subset``: such a score
@@ -73,8 +57,8 @@ def run_evaluate(config: Params, model: str, tasks: list[str], output: Path) -> 
     """
     import mteb
 
-    limits = Limits(config.evaluate.max_queries, config.evaluate.max_documents, config.seed)
-    built = [build_task(task, data_dir(config), limits) for task in tasks]  # fail on bad tasks before loading
+    sizes = SubsetSizes(config.evaluate.max_queries, config.evaluate.max_documents, config.seed)
+    built = [build_task(task, data_dir(config), sizes) for task in tasks or config.evaluate.tasks]
     embedder = Embedder.load(model, config.model.model_copy(update={"dtype": config.evaluate.precision}))
     encoder = EmbedderEncoder(embedder, model_name(model), config.evaluate.instructions)
     cache = mteb.ResultCache(cache_path=config.evaluate.results_dir)
@@ -89,6 +73,6 @@ def run_evaluate(config: Params, model: str, tasks: list[str], output: Path) -> 
             metrics[name]["subset"] = task.subset
         metrics[name]["precision"] = embedder.precision
         progress.write(f"{name}: {task.metadata.main_score} = {metrics[name]['main_score']:.4f}")
-    write_json(output, metrics)
-    write_scores_table(scores_table_path(output), model_name(model), metrics)
-    return metrics
+    rows = [(task, model_name(model), round(scores["main_score"], 5)) for task, scores in metrics.items()]
+    summary = ", ".join(f"{name} {scores['main_score']:.4f}" for name, scores in metrics.items())
+    return StageResult(metrics, f"{model}: {summary}", table=(["task", "model", "main_score"], rows))

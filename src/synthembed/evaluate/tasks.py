@@ -35,7 +35,7 @@ DEFAULT_RETRIEVAL_INSTRUCTION = "Given a query, retrieve relevant documents that
 
 
 @dataclass(frozen=True)
-class Limits:
+class SubsetSizes:
     """Subsampling for small compute budgets (None keeps the whole test split, as MTEB does)."""
 
     max_queries: int | None = None
@@ -89,9 +89,9 @@ def _mteb_metadata(name: str, folder: Path, files: list[Path]) -> TaskMetadata:
     )
 
 
-def _retrieval_task(metadata: TaskMetadata, data: RetrievalData, limits: Limits) -> LocalRetrieval:
+def _retrieval_task(metadata: TaskMetadata, data: RetrievalData, sizes: SubsetSizes) -> LocalRetrieval:
     full = data
-    data = subsample_retrieval(data, limits.max_queries, limits.max_documents, limits.seed)
+    data = subsample_retrieval(data, sizes.max_queries, sizes.max_documents, sizes.seed)
     subset = None
     if (len(data.queries), len(data.corpus)) != (len(full.queries), len(full.corpus)):
         subset = {"n_queries": len(data.queries), "n_documents": len(data.corpus)}
@@ -108,26 +108,26 @@ def _retrieval_task(metadata: TaskMetadata, data: RetrievalData, limits: Limits)
         relevant_docs=data.qrels,
         top_ranked=None,
     )
-    return LocalRetrieval.create(metadata, {"default": {"test": split}}, subset, limits.seed)
+    return LocalRetrieval.create(metadata, {"default": {"test": split}}, subset, sizes.seed)
 
 
-def _beir_task(name: str, folder: Path) -> Callable[[Limits], LocalTask]:
-    def build(limits: Limits) -> LocalTask:
+def _beir_task(name: str, folder: Path) -> Callable[[SubsetSizes], LocalTask]:
+    def build(sizes: SubsetSizes) -> LocalTask:
         files = list(beir_files(folder))
-        return _retrieval_task(_mteb_metadata(name, folder, files), read_beir(folder), limits)
+        return _retrieval_task(_mteb_metadata(name, folder, files), read_beir(folder), sizes)
 
     return build
 
 
 def _sts_task(name: str, folder: Path, files: list[str], reader: Callable[[Path], list[tuple[str, str, float]]]):
-    def build(limits: Limits) -> LocalTask:
+    def build(sizes: SubsetSizes) -> LocalTask:
         paths = [folder / f for f in files]
         pairs = [pair for path in paths for pair in reader(path)]
-        kept = sample_rows(pairs, limits.max_queries, limits.seed)
+        kept = sample_rows(pairs, sizes.max_queries, sizes.seed)
         subset = {"n_queries": len(kept)} if len(kept) < len(pairs) else None
         s1, s2, score = zip(*kept, strict=True)
         dataset = DatasetDict({"test": Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": score})})
-        return LocalSTS.create(_mteb_metadata(name, folder, paths), dataset, subset, limits.seed)
+        return LocalSTS.create(_mteb_metadata(name, folder, paths), dataset, subset, sizes.seed)
 
     return build
 
@@ -140,12 +140,12 @@ def _sick_pairs(path: Path) -> list[tuple[str, str, float]]:
     return [(row[1], row[2], float(row[3])) for row in read_csv(path, delimiter="\t")]
 
 
-def _banking77(folder: Path) -> Callable[[Limits], LocalTask]:
-    def build(limits: Limits) -> LocalTask:
+def _banking77(folder: Path) -> Callable[[SubsetSizes], LocalTask]:
+    def build(sizes: SubsetSizes) -> LocalTask:
         paths = [folder / "train.csv.gz", folder / "test.csv"]
         train, test = (read_csv(path) for path in paths)
         labels = {label: index for index, label in enumerate(sorted({row[1] for row in train}))}
-        kept = sample_rows(test, limits.max_queries, limits.seed)
+        kept = sample_rows(test, sizes.max_queries, sizes.seed)
         subset = {"n_queries": len(kept)} if len(kept) < len(test) else None
 
         def split(rows: list[list[str]]) -> Dataset:
@@ -153,12 +153,12 @@ def _banking77(folder: Path) -> Callable[[Limits], LocalTask]:
 
         dataset = DatasetDict({"train": split(train), "test": split(kept)})
         metadata = _mteb_metadata("Banking77Classification", folder, paths)
-        return LocalClassification.create(metadata, dataset, subset, limits.seed)
+        return LocalClassification.create(metadata, dataset, subset, sizes.seed)
 
     return build
 
 
-def bundled_tasks(data_dir: Path) -> dict[str, Callable[[Limits], LocalTask]]:
+def bundled_tasks(data_dir: Path) -> dict[str, Callable[[SubsetSizes], LocalTask]]:
     """MTEB task name -> builder over its copy in ``data_dir`` (see each folder's SOURCE.md)."""
     return {
         "SciFact": _beir_task("SciFact", data_dir / "scifact"),
@@ -174,7 +174,7 @@ def bundled_tasks(data_dir: Path) -> dict[str, Callable[[Limits], LocalTask]]:
     }
 
 
-def user_beir_task(folder: Path, limits: Limits) -> LocalRetrieval:
+def user_beir_task(folder: Path, sizes: SubsetSizes) -> LocalRetrieval:
     """A retrieval task named after ``folder``; ``instruction.txt`` in it overrides the query instruction."""
     files = list(beir_files(folder))
     instruction_file = folder / "instruction.txt"
@@ -202,17 +202,17 @@ def user_beir_task(folder: Path, limits: Limits) -> LocalRetrieval:
         bibtex_citation=None,
         prompt={"query": instruction},
     )
-    return _retrieval_task(metadata, read_beir(folder), limits)
+    return _retrieval_task(metadata, read_beir(folder), sizes)
 
 
-def build_task(name_or_path: str, data_dir: Path, limits: Limits) -> LocalTask:
+def build_task(name_or_path: str, data_dir: Path, sizes: SubsetSizes) -> LocalTask:
     """A bundled task by its MTEB name, else a BEIR folder (anything on disk or with a path separator)."""
     bundled = bundled_tasks(data_dir)
     if name_or_path in bundled:
-        return bundled[name_or_path](limits)
+        return bundled[name_or_path](sizes)
     path = Path(name_or_path).expanduser()
     if path.exists() or "/" in name_or_path or name_or_path.startswith("."):
-        return user_beir_task(path, limits)
+        return user_beir_task(path, sizes)
     raise UserError(
         f"unknown task {name_or_path!r}; known tasks: {', '.join(bundled)}, "
         "or the path to a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/test.tsv)"

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from synthembed.io import write_json, write_jsonl
+from synthembed.io import write_jsonl
 from synthembed.params import Params
+from synthembed.pipeline.stage import StageResult
 from synthembed.synth import prompts
 from synthembed.synth.client import LLMClient, Reply, Request
 from synthembed.synth.parsing import extract_json, salvage_strings
-from synthembed.synth.stage import llm_metrics, request_seed, require_accepted
+from synthembed.synth.stage import llm_metrics, llm_result, request_seed, require_accepted
 from synthembed.synth.taxonomy import BRAINSTORM_SCHEMA, validate_tasks
-
-METRICS_PATH = Path("metrics/brainstorm.json")
 
 
 def brainstorm_requests(config: Params) -> list[Request]:
@@ -36,8 +34,8 @@ def brainstorm_requests(config: Params) -> list[Request]:
     return requests
 
 
-def run_brainstorm(config: Params) -> dict[str, Any]:
-    """Write ``brainstorm.output`` (one task a line) and ``metrics/brainstorm.json``; return the metrics."""
+def run_brainstorm(config: Params) -> StageResult:
+    """Write ``brainstorm.output`` (one task a line); return the metrics."""
     started = time.perf_counter()
     client = LLMClient(config.llm, "brainstorm")
     found: dict[tuple[str, str], dict[str, Any]] = {}
@@ -78,5 +76,4 @@ def run_brainstorm(config: Params) -> dict[str, Any]:
     metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(rows), rejected)
     metrics["tasks_per_kind"] = {kind: counts["tasks"] for kind, counts in sorted(per_kind.items())}
     metrics["per_kind"] = {kind: dict(counts) for kind, counts in sorted(per_kind.items())}
-    write_json(METRICS_PATH, metrics)
-    return metrics
+    return llm_result("brainstorm", metrics, "tasks", config.llm.warn_rejected_fraction)

@@ -44,6 +44,9 @@ class DiskResponseCache(BaseCache):
         self.set_cache(key, value)
 
     async def disconnect(self) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._store.close()
 
     def flush_cache(self) -> None:

@@ -5,11 +5,12 @@ the disk cache and journal, cost accounting, the budget stop, and a live progres
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,9 @@ import openai
 from tqdm import tqdm
 
 from synthembed.errors import UserError, first_line
-from synthembed.offline import LITELLM, set_defaults
 from synthembed.params import LLMParams
+from synthembed.runtime import LITELLM, set_defaults
 from synthembed.secrets import redact
-
-# litellm must not reach the network for its price list or tokenizers; set before it is imported.
-set_defaults(LITELLM)
 
 PRIMARY = "primary"
 # What a local OpenAI-compatible server (vLLM, Ollama, llama.cpp) gets when the environment holds no key:
@@ -79,15 +77,12 @@ class LLMClient:
     """Send requests concurrently through a LiteLLM Router, answering from journal or cache where possible."""
 
     def __init__(self, params: LLMParams, journal_name: str):
-        import litellm
+        set_defaults(LITELLM)  # no download of LiteLLM's price list; read when litellm is first imported
         from litellm import Router
-        from litellm.caching.caching import Cache
 
-        from synthembed.synth.cache import DiskResponseCache, Journal
+        from synthembed.synth.cache import Journal
 
         self.params = params
-        litellm.drop_params = True  # providers without e.g. response_format get the prompt alone
-        litellm.suppress_debug_info = True
         if any(model.startswith("local/") for model in (params.model, *params.fallbacks)):
             from synthembed.synth.local_provider import register
 
@@ -100,10 +95,7 @@ class LLMClient:
                     raise UserError(
                         f"llm.model {model} needs an API key: set {' or '.join(missing)} in the environment"
                     )
-        cache_dir = Path(params.cache_dir)
-        litellm.cache = Cache(type="local")
-        litellm.cache.cache = DiskResponseCache(cache_dir / "responses")
-        self.journal = Journal(cache_dir / f"{journal_name}.journal.jsonl")
+        self.journal = Journal(Path(params.cache_dir) / f"{journal_name}.journal.jsonl")
         models = [params.model, *params.fallbacks]
         names = [PRIMARY] + [f"fallback-{i}" for i in range(len(params.fallbacks))]
         self.router = Router(
@@ -151,7 +143,8 @@ class LLMClient:
         """Answer every request (or stop at the budget); ``on_reply`` parses each answer as it arrives."""
         requests = list(requests)
         try:
-            asyncio.run(self._run_all(requests, on_reply, desc))
+            with litellm_settings(Path(self.params.cache_dir) / "responses"):
+                asyncio.run(self._run_all(requests, on_reply, desc))
         finally:
             self.journal.close()
         return self.stats
@@ -257,6 +250,30 @@ class LLMClient:
         if self.params.api_base and _missing_key_variables(self.params.model):
             return f"{where} wants an API key (401): set {variable} in the environment"
         return f"{where} refused the API key in {variable} (401): {_first_line(exc)}"
+
+
+@contextlib.contextmanager
+def litellm_settings(responses: Path) -> Iterator[None]:
+    """LiteLLM's module-wide settings for the length of one run, put back afterwards: the disk response cache
+    (LiteLLM has no per-Router cache), parameters a provider does not take dropped (e.g. ``response_format``)
+    rather than refused, and no debug banner on errors."""
+    import litellm
+    from litellm.caching.caching import Cache
+
+    from synthembed.synth.cache import DiskResponseCache
+
+    cache = Cache(type="local")
+    cache.cache = DiskResponseCache(responses)
+    settings = {"cache": cache, "drop_params": True, "suppress_debug_info": True}
+    previous = {name: getattr(litellm, name) for name in settings}
+    for name, value in settings.items():
+        setattr(litellm, name, value)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            setattr(litellm, name, value)
+        cache.cache.close()
 
 
 def _check_provider(model: str) -> None:

@@ -19,15 +19,14 @@ from typing import Any
 from tqdm import tqdm
 
 from synthembed.errors import UserError
-from synthembed.io import read_jsonl, write_json, write_jsonl
+from synthembed.io import read_jsonl, write_jsonl
 from synthembed.params import Params
+from synthembed.pipeline.stage import StageResult
 from synthembed.synth import prompts
 from synthembed.synth.client import LLMClient, Reply, Request
 from synthembed.synth.parsing import extract_json
-from synthembed.synth.stage import llm_metrics, request_seed, require_accepted
+from synthembed.synth.stage import llm_metrics, llm_result, request_seed, require_accepted
 from synthembed.synth.taxonomy import FIXED_TASKS, allowed_languages, json_schema, sample_params, validate
-
-METRICS_PATH = Path("metrics/generate.json")
 
 
 def load_tasks(config: Params) -> dict[str, list[str]]:
@@ -80,8 +79,8 @@ def plan_requests(config: Params, tasks: dict[str, list[str]]) -> list[Request]:
     return requests
 
 
-def run_generate(config: Params) -> dict[str, Any]:
-    """Write ``generate.output`` (validated examples) and ``metrics/generate.json``; return the metrics."""
+def run_generate(config: Params) -> StageResult:
+    """Write ``generate.output`` (validated examples); return the metrics."""
     started = time.perf_counter()
     requests = plan_requests(config, load_tasks(config))
     client = LLMClient(config.llm, "generate")
@@ -130,5 +129,4 @@ def run_generate(config: Params) -> dict[str, Any]:
     metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), rejected)
     metrics["planned"] = len(requests)
     metrics["per_kind"] = {kind: dict(sorted(counts.items())) for kind, counts in sorted(per_kind.items())}
-    write_json(METRICS_PATH, metrics)
-    return metrics
+    return llm_result("generate", metrics, "valid examples", config.llm.warn_rejected_fraction)

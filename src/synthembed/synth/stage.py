@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from synthembed.errors import UserError
+from synthembed.pipeline.stage import StageResult
 from synthembed.synth.client import Stats
 
 
@@ -37,6 +38,26 @@ def llm_metrics(stats: Stats, model: str, wall_s: float, valid: int, rejected: C
         "wall_time_s": round(wall_s, 3),
         "records_per_s": round(valid / wall_s, 3) if wall_s > 0 else None,
     }
+
+
+def llm_result(stage: str, metrics: dict[str, Any], what: str, warn_rejected_fraction: float) -> StageResult:
+    """The stage's result: one summary line, and a warning naming the reasons when too many answers were
+    rejected (``llm.warn_rejected_fraction``)."""
+    summary = (
+        f"{stage}: {metrics['valid']} {what}, {metrics['rejected']} rejected, "
+        f"{metrics['requests']} requests, {metrics['cache_hits']} cached, "
+        f"${metrics['cost_usd']:.4f}, {metrics['wall_time_s']:.1f} s"
+    )
+    if metrics["budget_exhausted"]:
+        summary += f"; stopped at the budget (llm.budget_usd), {metrics['skipped_for_budget']} requests not sent"
+    warnings = ()
+    if metrics["rejected_fraction"] > warn_rejected_fraction:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in metrics["rejected_by_reason"].items())
+        warnings = (
+            f"{metrics['rejected_fraction']:.0%} of the answers were rejected "
+            f"(above llm.warn_rejected_fraction {warn_rejected_fraction}): {reasons}",
+        )
+    return StageResult(metrics, summary, warnings=warnings)
 
 
 def require_accepted(stage: str, planned: int, accepted: int, rejected: Counter, cache_dir: str) -> None:

@@ -14,14 +14,16 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from synthembed.encoder.references import cache_dir
 from synthembed.errors import UserError
-from synthembed.io import write_json
 from synthembed.params import Params
-from synthembed.tracking.runs import open_store, stage_run, tracking_uri
+from synthembed.pipeline.stage import StageResult
+from synthembed.tracking.runs import open_store, tracking_uri
 
 MODEL_REFERENCE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 RUN_REFERENCE = re.compile(r"^runs:/(?P<run_id>[0-9a-f]+)/(?P<path>.+)$")
@@ -34,8 +36,6 @@ def download_model(reference: str, uri: str | None = None) -> Path:
     Artifacts are immutable, so each model version (or run path) is downloaded once into the synthembed cache.
     """
     import mlflow
-
-    from synthembed.encoder.references import cache_dir
 
     uri = uri or tracking_uri()
     client = open_store(uri, create=False)
@@ -139,72 +139,105 @@ def _pip_requirements() -> list[str]:
     ]
 
 
-def run_register(config: Params) -> dict[str, Any]:
-    """Log and register the trained embedder; the champion alias moves to it only if it scores higher."""
+@dataclass(frozen=True)
+class Champion:
+    version: int
+    score: float | None
+    scored_on: str
+
+
+class Verdict(NamedTuple):
+    promoted: bool
+    reason: str
+
+
+def promotion(score: float, scored_on: str, champion: Champion | None, alias: str, metric: str) -> Verdict:
+    """Whether a new version with ``score`` takes ``alias`` from ``champion``: only with a strictly higher
+    score on the same evaluation data and precision; a champion without a score gives way."""
+    if champion is None:
+        return Verdict(True, f"no {alias} yet")
+    if champion.score is None:
+        return Verdict(True, f"{alias} version {champion.version} has no {metric} score")
+    if champion.scored_on != scored_on:
+        return Verdict(
+            False,
+            f"not comparable: {alias} version {champion.version} was scored on {champion.scored_on}, "
+            f"this version on {scored_on}; move the alias by hand once both are scored alike",
+        )
+    promoted = score > champion.score
+    return Verdict(promoted, f"{score!r} {'>' if promoted else '<='} {champion.score!r}")
+
+
+def read_scores(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; run `synthembed evaluate` first") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg})") from None
+
+
+def current_champion(client, name: str, alias: str, metric: str, scored_on: str) -> Champion | None:
+    """The version holding ``alias``, with the score and evaluation data its tags record (a version without a
+    ``scored_on`` tag, registered before it existed, is taken as scored like this one)."""
     import mlflow
+
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    score = version.tags.get(f"score.{metric}")
+    on = version.tags.get(f"scored_on.{metric}", scored_on)
+    return Champion(int(version.version), float(score) if score is not None else None, on)
+
+
+def log_model(model_dir: Path, name: str) -> str:
+    """Log the folder with the sentence_transformers flavor into the active run and register it; its version."""
     import mlflow.sentence_transformers
     from sentence_transformers import SentenceTransformer
 
-    settings = config.register
-    model_dir, scores_path = Path(settings.model), Path(config.evaluate.output)
-    if not (model_dir / "modules.json").exists():
-        raise UserError(f"register.model {model_dir} is not a SentenceTransformer folder (run `synthembed train`)")
-    try:
-        scores = json.loads(scores_path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{scores_path} not found; run `synthembed evaluate` first") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{scores_path} is not valid JSON ({exc.msg})") from None
-    score = metric_value(scores, settings.metric, str(scores_path))
-    score_tag, scored_on_tag = f"score.{settings.metric}", f"scored_on.{settings.metric}"
-    scored_on = scored_on_of(scores, settings.metric)
+    info = mlflow.sentence_transformers.log_model(
+        SentenceTransformer(str(model_dir), device="cpu"),
+        name="model",
+        pip_requirements=_pip_requirements(),
+        registered_model_name=name,
+    )
+    return str(info.registered_model_version)
 
-    with stage_run(config, "register", sections=["register"], inputs=[model_dir, scores_path]) as run:
-        client = mlflow.MlflowClient()
-        info = mlflow.sentence_transformers.log_model(
-            SentenceTransformer(str(model_dir), device="cpu"),
-            name="model",
-            pip_requirements=_pip_requirements(),
-            registered_model_name=settings.model_name,
-        )
-        version = str(info.registered_model_version)
-        client.set_model_version_tag(settings.model_name, version, score_tag, repr(score))
-        client.set_model_version_tag(settings.model_name, version, scored_on_tag, scored_on)
-        try:
-            champion = client.get_model_version_by_alias(settings.model_name, settings.alias)
-        except mlflow.exceptions.MlflowException:
-            champion = None
-        champion_score = float(champion.tags[score_tag]) if champion and score_tag in champion.tags else None
-        champion_scored_on = champion.tags.get(scored_on_tag, scored_on) if champion else scored_on
-        comparable = champion_scored_on == scored_on
-        promoted = champion_score is None or (comparable and score > champion_score)
-        if champion is None:
-            reason = f"no {settings.alias} yet"
-        elif champion_score is None:
-            reason = f"{settings.alias} version {champion.version} has no {settings.metric} score"
-        elif not comparable:
-            reason = (
-                f"not comparable: {settings.alias} version {champion.version} was scored on {champion_scored_on}, "
-                f"this version on {scored_on}; move the alias by hand once both are scored alike"
-            )
-        else:
-            reason = f"{score!r} {'>' if promoted else '<='} {champion_score!r}"
-        if promoted:
-            client.set_registered_model_alias(settings.model_name, settings.alias, version)
-        result = {
-            "model_name": settings.model_name,
-            "version": int(version),
-            "metric": settings.metric,
-            "score": score,
-            "scored_on": scored_on,
-            "champion_version": int(champion.version) if champion else None,
-            "champion_score": champion_score,
-            "promoted": promoted,
-            "reason": reason,
-            "champion": f"models:/{settings.model_name}@{settings.alias}",
-            "reference": f"models:/{settings.model_name}/{version}",
-        }
-        write_json(settings.output, result)
-        run.log_metrics({"score": score, "champion_score": champion_score, "promoted": promoted})
-        run.log_artifact(settings.output)
-    return result
+
+def run_register(config: Params, model: str, scores: str) -> StageResult:
+    """Log and register ``model``; the champion alias moves to it only if it scores higher (:func:`promotion`)."""
+    import mlflow
+
+    settings = config.register
+    model_dir, scores_path = Path(model), Path(scores)
+    if not (model_dir / "modules.json").exists():
+        raise UserError(f"{model_dir} is not a SentenceTransformer folder (run `synthembed train`)")
+    evaluation = read_scores(scores_path)
+    score = metric_value(evaluation, settings.metric, str(scores_path))
+    scored_on = scored_on_of(evaluation, settings.metric)
+    client = mlflow.MlflowClient()
+    champion = current_champion(client, settings.model_name, settings.alias, settings.metric, scored_on)
+    version = log_model(model_dir, settings.model_name)
+    client.set_model_version_tag(settings.model_name, version, f"score.{settings.metric}", repr(score))
+    client.set_model_version_tag(settings.model_name, version, f"scored_on.{settings.metric}", scored_on)
+    verdict = promotion(score, scored_on, champion, settings.alias, settings.metric)
+    if verdict.promoted:
+        client.set_registered_model_alias(settings.model_name, settings.alias, version)
+    result = {
+        "model_name": settings.model_name,
+        "version": int(version),
+        "metric": settings.metric,
+        "score": score,
+        "scored_on": scored_on,
+        "champion_version": champion.version if champion else None,
+        "champion_score": champion.score if champion else None,
+        "promoted": verdict.promoted,
+        "reason": verdict.reason,
+        "champion": f"models:/{settings.model_name}@{settings.alias}",
+        "reference": f"models:/{settings.model_name}/{version}",
+    }
+    line = "promoted to" if verdict.promoted else "kept below"
+    return StageResult(
+        result, f"{result['reference']} {line} {result['champion']} ({settings.metric}: {verdict.reason})"
+    )

@@ -25,17 +25,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from synthembed.errors import UserError
-from synthembed.offline import set_defaults
 from synthembed.params import MlflowParams, Params
 from synthembed.secrets import redact, secret_values
-
-set_defaults(
-    {
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "MLFLOW_LOGGING_LEVEL": "WARNING",  # database migrations are not news on every stage
-    }
-)
 
 
 def tracking_uri(config: Params | None = None) -> str:
@@ -84,12 +75,14 @@ def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def section_params(config: Params, sections: Iterable[str]) -> dict[str, str]:
-    """The named params sections flattened to ``section.key`` strings (a top-level scalar keeps its name)."""
+    """The named params sections (or ``section.key`` values) flattened to ``section.key`` strings."""
     params: dict[str, Any] = {}
     for section in sections:
-        if section not in Params.model_fields:
-            raise ValueError(f"unknown params section {section!r}")
-        value = getattr(config, section)
+        value: Any = config
+        for part in section.split("."):
+            if not isinstance(value, BaseModel) or part not in type(value).model_fields:
+                raise ValueError(f"unknown params section {section!r}")
+            value = getattr(value, part)
         if isinstance(value, BaseModel):
             params.update(flatten(value.model_dump(mode="json"), f"{section}."))
         else:

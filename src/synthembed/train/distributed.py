@@ -1,13 +1,14 @@
 """Multi-process training: ``train.devices: N`` runs N ranks through torchrun with a DeepSpeed config
-from the repo.
+from the package.
 
 The parent writes the validated params to a file, launches ``torchrun --nproc_per_node N -m
-synthembed.train.distributed FILE``, and reads rank 0's metrics back. On machines without CUDA the ranks
+synthembed.train.worker PARAMS RESULT``, and reads rank 0's result back. On machines without CUDA the ranks
 talk over gloo and DeepSpeed uses its CPU accelerator, so the same path is testable on a laptop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -20,17 +21,15 @@ from typing import Any
 
 import torch
 
-from synthembed.errors import UserError, describe
+from synthembed.errors import UserError
 from synthembed.params import Params
+from synthembed.pipeline.stage import StageResult
+from synthembed.runtime import Distributed
 
 
-def in_distributed_run() -> bool:
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def needs_launcher(config: Params) -> bool:
+def needs_launcher(config: Params, distributed: Distributed) -> bool:
     """DeepSpeed needs a process group even on one device; so do N > 1 devices."""
-    return not in_distributed_run() and (config.train.devices > 1 or config.train.deepspeed != "none")
+    return not distributed.launched and (config.train.devices > 1 or config.train.deepspeed != "none")
 
 
 def deepspeed_config(stage: str) -> dict[str, Any] | None:
@@ -46,8 +45,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(config: Params, metrics_path: Path) -> dict[str, Any]:
-    """Run training in ``train.devices`` processes and return rank 0's metrics."""
+def launch(config: Params) -> StageResult:
+    """Run training in ``train.devices`` processes (``python -m synthembed.train.worker``); rank 0's result."""
     devices = config.train.devices
     if torch.cuda.is_available() and torch.cuda.device_count() < devices:
         raise UserError(f"train.devices is {devices} but only {torch.cuda.device_count()} GPU(s) are visible")
@@ -56,38 +55,27 @@ def launch(config: Params, metrics_path: Path) -> dict[str, Any]:
         env.setdefault("DS_ACCELERATOR", "cpu")
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
     with tempfile.TemporaryDirectory(prefix="synthembed-train-") as tmp:
-        params_file = Path(tmp) / "params.json"
+        params_file, result_file = Path(tmp) / "params.json", Path(tmp) / "result.json"
         params_file.write_text(config.model_dump_json())
         command = [
             sys.executable, "-m", "torch.distributed.run",
             f"--nproc_per_node={devices}", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-            "-m", "synthembed.train.distributed", str(params_file),
+            "-m", "synthembed.train.worker", str(params_file), str(result_file),
         ]  # fmt: skip
-        result = subprocess.run(command, env=env, check=False)
-    if result.returncode != 0:
-        raise UserError(f"distributed training failed (exit code {result.returncode}); see the rank logs above")
-    return json.loads(metrics_path.read_text())
+        done = subprocess.run(command, env=env, check=False)
+        if done.returncode != 0:
+            raise UserError(f"distributed training failed (exit code {done.returncode}); see the rank logs above")
+        return read_result(result_file)
 
 
-def _worker(params_file: str) -> None:
-    """Entry point of each rank."""
-    import torch.distributed as dist
-
-    from synthembed.train.trainer import run_train
-
-    config = Params.model_validate_json(Path(params_file).read_text())
-    try:
-        run_train(config)
-    except Exception as exc:  # noqa: BLE001 - each rank reports one line; the parent turns it into exit 2
-        message = str(exc) if isinstance(exc, UserError) else describe(exc)
-        print(f"error: rank {os.environ.get('RANK', '?')}: {message}", file=sys.stderr)
-        sys.exit(2)
-    if dist.is_initialized():
-        # The other ranks wait while rank 0 exports; a rank that exits with its process group still open can
-        # abort in the communication threads' teardown ("terminate called without an active exception").
-        dist.barrier()
-        dist.destroy_process_group()
+def write_result(path: Path, result: StageResult) -> None:
+    """How rank 0 hands its result to the launching process."""
+    path.write_text(json.dumps(dataclasses.asdict(result)))
 
 
-if __name__ == "__main__":
-    _worker(sys.argv[1])
+def read_result(path: Path) -> StageResult:
+    data = json.loads(path.read_text())
+    table = data["table"]
+    return StageResult(
+        data["metrics"], data["summary"], table=(table[0], [tuple(row) for row in table[1]]) if table else None
+    )

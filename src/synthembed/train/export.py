@@ -4,7 +4,7 @@ Two failures seen in peers' trackers are guarded here: adapters written empty (Z
 weights, so a naive save stores empty or untrained tensors) and "the fine-tuned model scores like the base"
 (adapters not loaded). We therefore rebuild the models from the files just written, compare their
 embeddings with the trained model and with the untouched backbone, and check that the pooled position
-holds EOS.
+holds EOS and that the saved embedder carries its backbone's query convention (how queries are written).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from synthembed.encoder.embedder import query_prompt
+from synthembed.encoder.convention import QueryConvention
 from synthembed.encoder.precision import Precision, autocast
 from synthembed.errors import UserError
 from synthembed.train.adapter import load_adapter_model, merge
@@ -35,12 +35,13 @@ MIN_CHANGE = 1e-4  # a trained adapter must move the embeddings at least this mu
 
 
 def probe_embeddings(model: SentenceTransformer, precision: Precision = "fp32") -> np.ndarray:
-    """Queries (with the E5 prefix) and documents, the way the Embedder encodes them.
+    """Queries (written by the model's query convention) and documents, the way the Embedder encodes them.
 
     A model trained in bf16 is probed in bf16: the trainer keeps its forward under bf16 autocast (DeepSpeed
     even keeps bf16 weights), so an fp32 probe of the reloaded files is compared like with like.
     """
-    texts = [query_prompt(PROBE_INSTRUCTION) + text for text in PROBE_TEXTS[:2]] + list(PROBE_TEXTS[2:])
+    convention = QueryConvention.of(model)
+    texts = [convention.query_text(text, PROBE_INSTRUCTION) for text in PROBE_TEXTS[:2]] + list(PROBE_TEXTS[2:])
     model.eval()
     with torch.inference_mode(), autocast(precision):
         return model.encode(texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True)
@@ -79,7 +80,10 @@ def write_dir(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def export_embedder(adapter_dir: Path, embedder_dir: Path) -> None:
-    """Merge the adapter read back from disk (not the in-memory copy) and save a plain SentenceTransformer."""
+    """Merge the adapter read back from disk (not the in-memory copy) and save a plain SentenceTransformer.
+
+    The backbone it is merged into was built with its query convention, so the saved folder carries it.
+    """
     merged = merge(load_adapter_model(adapter_dir))
     write_dir(embedder_dir, lambda tmp: merged.save(str(tmp)))
 
@@ -99,6 +103,8 @@ def verify_saved(
     merged = SentenceTransformer(str(embedder_dir))
     if decoder:
         check_pooled_token_is_eos(merged)
+    if QueryConvention.of(merged) != QueryConvention.of(base) or merged.prompts != base.prompts:
+        raise UserError(f"the embedder under {embedder_dir} does not carry its backbone's query convention")
     from_merged = probe_embeddings(merged)
     report = {
         "adapter_vs_merged": float(np.abs(from_adapter - from_merged).max()),

@@ -23,55 +23,27 @@ embeddings, then re-embeds each mini-batch with gradients and back-propagates th
 gradients. The result is the gradient of the full-batch loss in the memory of one mini-batch, for about
 one extra forward pass.
 
-Both losses record the mean off-diagonal cosine of the positives they saw, which the collapse guard reads.
+The losses only compute the objective: the collapse guard (:mod:`synthembed.train.collapse`) watches the embeddings
+by encoding held-out documents itself.
 """
 
 from __future__ import annotations
 
-import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
-from torch import Tensor
 
 
-def mean_offdiagonal_cosine(embeddings: Tensor) -> float:
-    """Average cosine between distinct rows: near 1 means every text maps to one point (collapse)."""
-    count = embeddings.shape[0]
-    if count < 2:
-        return float("nan")
-    unit = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)
-    similarity = unit @ unit.T
-    return float((similarity.sum() - similarity.diagonal().sum()) / (count * (count - 1)))
-
-
-class _RecordsSpread:
-    """Keeps the off-diagonal cosine of each batch's positives until the trainer's next log."""
-
-    def _record(self, positives: Tensor) -> None:
-        if not hasattr(self, "spread"):
-            self.spread: list[float] = []
-        self.spread.append(mean_offdiagonal_cosine(positives))
-
-    def pop_spread(self) -> list[float]:
-        values, self.spread = getattr(self, "spread", []), []
-        return values
-
-
-class InfoNCELoss(_RecordsSpread, MultipleNegativesRankingLoss):
+class InfoNCELoss(MultipleNegativesRankingLoss):
     """InfoNCE over in-batch and hard negatives at ``temperature`` (one full forward/backward per batch)."""
 
     def __init__(self, model: SentenceTransformer, temperature: float, gather_across_devices: bool = False) -> None:
         super().__init__(model, scale=1.0 / temperature, gather_across_devices=gather_across_devices)
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
-        self._record(embeddings[1])
-        return super().compute_loss_from_embeddings(embeddings, labels)
 
-
-class CachedInfoNCELoss(_RecordsSpread, CachedMultipleNegativesRankingLoss):
+class CachedInfoNCELoss(CachedMultipleNegativesRankingLoss):
     """The same loss through GradCache: identical gradients, memory of ``mini_batch_size`` texts."""
 
     def __init__(
@@ -87,10 +59,6 @@ class CachedInfoNCELoss(_RecordsSpread, CachedMultipleNegativesRankingLoss):
             mini_batch_size=mini_batch_size,
             gather_across_devices=gather_across_devices,
         )
-
-    def calculate_loss(self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False):
-        self._record(torch.cat(reps[1]))
-        return super().calculate_loss(reps, labels, with_backward=with_backward)
 
 
 def build_loss(

@@ -1,8 +1,10 @@
 """The train stage: LoRA on the embedder's backbone, InfoNCE, sentence-transformers' trainer, safe export.
 
-One process trains directly; ``train.devices > 1`` or a DeepSpeed stage re-launches through
-:mod:`synthembed.train.distributed`, and each rank comes back here. Checkpoints land in
-``train.checkpoint_dir`` every ``train.save_steps``; a rerun with the same params resumes from the last one.
+:func:`run_train` is a short pipeline: read the records, agree on a checkpoint to resume from, build the model,
+the loss and the collapse guard, fit, export and verify, summarize. One process trains directly;
+``train.devices > 1`` or a DeepSpeed stage re-launches through :mod:`synthembed.train.distributed`, and each rank
+comes back here. Checkpoints land in ``train.checkpoint_dir`` every ``train.save_steps``; a rerun with the same
+params resumes from the last one.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import resource
 import shutil
 import time
@@ -23,16 +24,19 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.sampler import BatchSamplers
 from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from synthembed.data.prepare import TRAIN_FILE
 from synthembed.data.records import TrainRecord, read_records
-from synthembed.encoder.embedder import is_decoder, load_sentence_transformer, query_prompt
+from synthembed.encoder.convention import QueryConvention, is_decoder
+from synthembed.encoder.embedder import load_sentence_transformer
 from synthembed.encoder.precision import Precision, resolve_precision
 from synthembed.encoder.references import resolve_model
 from synthembed.errors import UserError
-from synthembed.io import write_csv, write_json
 from synthembed.params import Params, TrainParams
+from synthembed.pipeline.stage import StageResult
+from synthembed.runtime import SINGLE_PROCESS, Distributed
 from synthembed.train import export
 from synthembed.train.adapter import (
     attach_lora,
@@ -42,11 +46,9 @@ from synthembed.train.adapter import (
     save_adapter,
 )
 from synthembed.train.collapse import CollapseGuard
-from synthembed.train.distributed import deepspeed_config, in_distributed_run, launch, needs_launcher
+from synthembed.train.distributed import deepspeed_config, launch, needs_launcher
 from synthembed.train.loss import build_loss
 
-METRICS_FILE = Path("metrics") / "train.json"
-LOSS_CURVE_FILE = Path("metrics") / "train_loss.csv"
 FINGERPRINT_FILE = "params.json"
 
 
@@ -67,12 +69,13 @@ class LoraTrainer(SentenceTransformerTrainer):
         load_adapter_weights(self.model, Path(resume_from_checkpoint))
 
 
-def to_datasets(records: list[TrainRecord]) -> Dataset | DatasetDict:
-    """Records with a hard negative train as (anchor, positive, negative), the rest as in-batch-only pairs."""
+def to_datasets(records: list[TrainRecord], convention: QueryConvention) -> Dataset | DatasetDict:
+    """Records with a hard negative train as (anchor, positive, negative), the rest as in-batch-only pairs;
+    anchors are written as the model will see queries (its own convention), documents plain."""
 
     def table(rows: list[TrainRecord], with_negative: bool) -> Dataset:
         data = {
-            "anchor": [query_prompt(r.instruction) + r.query for r in rows],
+            "anchor": [convention.query_text(r.query, r.instruction) for r in rows],
             "positive": [r.positive for r in rows],
         }
         if with_negative:
@@ -90,9 +93,10 @@ def to_datasets(records: list[TrainRecord]) -> Dataset | DatasetDict:
     return next(iter(parts.values())) if len(parts) == 1 else DatasetDict(parts)
 
 
-def training_arguments(config: Params, checkpoint_dir: Path) -> SentenceTransformerTrainingArguments:
+def training_arguments(
+    config: Params, checkpoint_dir: Path, distributed: Distributed
+) -> SentenceTransformerTrainingArguments:
     train = config.train
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=train.batch_size,
@@ -113,9 +117,9 @@ def training_arguments(config: Params, checkpoint_dir: Path) -> SentenceTransfor
         gradient_checkpointing=train.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if train.gradient_checkpointing else None,
         deepspeed=deepspeed_config(train.deepspeed),
-        ddp_backend="gloo" if in_distributed_run() and not torch.cuda.is_available() else None,
+        ddp_backend="gloo" if distributed.launched and not torch.cuda.is_available() else None,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        dataloader_drop_last=distributed,  # gathered negatives need equal batches on every rank
+        dataloader_drop_last=distributed.world_size > 1,  # gathered negatives need equal batches on every rank
         report_to="none",
         disable_tqdm=False,
     )
@@ -158,92 +162,119 @@ def resume_point(checkpoint_dir: Path, fingerprint: str) -> str | None:
     return None
 
 
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def agree_on_resume(config: Params, distributed: Distributed) -> str | None:
+    """Rank 0 decides where to resume (and stamps the checkpoint folder with the params); every rank agrees."""
+    checkpoint_dir = Path(config.train.checkpoint_dir)
+    resume = None
+    if distributed.is_main:
+        fingerprint = _fingerprint(config)
+        resume = resume_point(checkpoint_dir, fingerprint)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (checkpoint_dir / FINGERPRINT_FILE).write_text(fingerprint)
+    if distributed.world_size > 1:
+        import torch.distributed as dist
+
+        holder = [resume]
+        dist.broadcast_object_list(holder, src=0)
+        resume = holder[0]
+    return resume
 
 
-def run_train(config: Params) -> dict[str, Any]:
-    """Train, export ``models/adapter`` and ``models/embedder``, verify them, write metrics; return the
-    metrics."""
-    if needs_launcher(config):
-        return launch(config, METRICS_FILE)
+def read_training_records(config: Params) -> list[TrainRecord]:
     train_file = Path(config.prepare.output_dir) / TRAIN_FILE
     if not train_file.exists():
         raise UserError(f"{train_file} not found; run `synthembed prepare` first")
     records = read_records(train_file)
     if len(records) < 2:
         raise UserError(f"{train_file} holds {len(records)} record(s); contrastive training needs at least 2")
+    return records
 
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def export_and_verify(config: Params, model: SentenceTransformer, distributed: Distributed) -> dict[str, Any] | None:
+    """Save the adapter and the merged embedder, reload both and compare them with the trained model (rank 0;
+    the others only help gather ZeRO-3 shards). Returns the verification numbers on rank 0."""
     out = Path(config.train.output_dir)
-    checkpoint_dir = Path(config.train.checkpoint_dir)
-    fingerprint = _fingerprint(config)
-    args = training_arguments(config, checkpoint_dir)
-    world_size, is_main = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")) == 0
-    resume = resume_point(checkpoint_dir, fingerprint) if is_main else None
-    if world_size > 1:  # every rank must agree on where to resume
-        resume = _broadcast(resume)
-    if is_main:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        (checkpoint_dir / FINGERPRINT_FILE).write_text(fingerprint)
-
-    model = build_model(config)
-    loss = build_loss(
-        model, config.train.temperature, config.train.mini_batch_size, gather_across_devices=world_size > 1
-    )
-    guard = CollapseGuard(loss, config.train.collapse_ratio)
-    trainer = LoraTrainer(model=model, args=args, train_dataset=to_datasets(records), loss=loss, callbacks=[guard])
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    train_time = time.perf_counter() - started
-
     zero3 = config.train.deepspeed == "zero3"
     precision = training_precision(config.train)
-    trained = None if zero3 or not is_main else export.probe_embeddings(model, precision)
-    model_params = config.model  # the saved models encode with the embedder's own sequence length
+    trained = None if zero3 or not distributed.is_main else export.probe_embeddings(model, precision)
     with gathered(lora_parameters(model), zero3):
-        if is_main:
-            export.write_dir(out / "adapter", lambda tmp: save_adapter(model, tmp, config.model.backbone, model_params))
-    if not is_main:
-        return {}
+        if distributed.is_main:
+            export.write_dir(out / "adapter", lambda tmp: save_adapter(model, tmp, config.model.backbone, config.model))
+    if not distributed.is_main:
+        return None
     if config.train.deepspeed != "none":
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()  # rank 0 alone now loads plain models; ZeRO-3 init would wait for peers
     export.export_embedder(out / "adapter", out / "embedder")
-    base = load_sentence_transformer(config.model.backbone, model_params)
-    decoder = is_decoder(resolve_model(config.model.backbone)) and config.model.append_eos
-    verification = export.verify_saved(trained, precision, base, out / "adapter", out / "embedder", decoder)
+    base = load_sentence_transformer(config.model.backbone, config.model)
+    eos = is_decoder(resolve_model(config.model.backbone)) and config.model.append_eos
+    return export.verify_saved(trained, precision, base, out / "adapter", out / "embedder", eos)
 
+
+def summarize(
+    config: Params, trainer: LoraTrainer, guard: CollapseGuard, records: list[TrainRecord], **measured: Any
+) -> StageResult:
+    """The stage's metrics, its loss curve as a table and the line the CLI prints."""
     curve = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
-    write_csv(LOSS_CURVE_FILE, ["step", "loss"], curve)
-    losses = [loss_value for _, loss_value in curve]
+    losses = [loss for _, loss in curve]
+    candidates = config.train.batch_size * trainer.args.world_size * (2 if any(r.negative for r in records) else 1)
     metrics = {
         "steps": trainer.state.global_step,
-        "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
         "final_loss": losses[-1] if losses else math.nan,
         "best_loss": min(losses) if losses else math.nan,
-        "chance_loss": math.log(config.train.batch_size * world_size * (2 if any(r.negative for r in records) else 1)),
+        "chance_loss": math.log(candidates),
         "doc_cosine_start": guard.history[0][1] if guard.history else math.nan,
         "doc_cosine_end": guard.history[-1][1] if guard.history else math.nan,
-        "examples_per_s": result.metrics.get("train_samples_per_second"),
-        "train_time_s": round(train_time, 1),
+        **measured,
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "train_records": len(records),
-        "devices": world_size,
+        "devices": trainer.args.world_size,
         "deepspeed": config.train.deepspeed,
-        "precision": precision,
-        "verification": verification,
+        "precision": training_precision(config.train),
     }
-    write_json(METRICS_FILE, metrics)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
-    return metrics
+    summary = (
+        f"trained {metrics['steps']} steps in {metrics['train_time_s']:.0f} s, final loss {metrics['final_loss']:.3f} "
+        f"(best {metrics['best_loss']:.3f}); embedder saved to {Path(config.train.output_dir) / 'embedder'}"
+    )
+    return StageResult(metrics, summary, table=(["step", "loss"], curve))
 
 
-def _broadcast(value: str | None) -> str | None:
-    import torch.distributed as dist
-
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
+def run_train(config: Params, distributed: Distributed = SINGLE_PROCESS) -> StageResult:
+    """Train, export and verify the adapter and the merged embedder. ``train.devices > 1`` or DeepSpeed re-launch
+    this through torchrun; each rank comes back here with its ``distributed`` context."""
+    if needs_launcher(config, distributed):
+        return launch(config)
+    records = read_training_records(config)
+    resume = agree_on_resume(config, distributed)
+    set_seed(config.seed)  # the LoRA initialisation too, not only what the trainer seeds later
+    model = build_model(config)
+    loss = build_loss(model, config.train.temperature, config.train.mini_batch_size, distributed.world_size > 1)
+    guard = CollapseGuard.from_split(
+        Path(config.prepare.output_dir), config.train.collapse_ratio, config.train.collapse_check_steps,
+        training_precision(config.train),
+    )  # fmt: skip
+    args = training_arguments(config, Path(config.train.checkpoint_dir), distributed)
+    dataset = to_datasets(records, QueryConvention.of(model))
+    trainer = LoraTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[guard])
+    started = time.perf_counter()
+    outcome = trainer.train(resume_from_checkpoint=resume)
+    train_time = time.perf_counter() - started
+    verification = export_and_verify(config, model, distributed)
+    if not distributed.is_main:
+        return StageResult({}, "")
+    result = summarize(
+        config, trainer, guard, records,
+        resumed_from_step=int(Path(resume).name.split("-")[-1]) if resume else 0,
+        examples_per_s=outcome.metrics.get("train_samples_per_second"),
+        train_time_s=round(train_time, 1),
+        verification=verification,
+    )  # fmt: skip
+    shutil.rmtree(config.train.checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
+    return result
