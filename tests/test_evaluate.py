@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from synthembed.cli import app
-from synthembed.evaluate.data import read_beir, subsample_retrieval
 from synthembed.evaluate.tasks import SubsetSizes, build_task, bundled_tasks
+from synthembed.evaluate.tasks.retrieval import read_beir, subsample_retrieval
 from synthembed.params import ModelParams, Params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,21 @@ def test_bundled_tasks_have_mteb_names_scores_and_sizes() -> None:
         "STSBenchmark": {"test": 1379},
         "SICK-R": {"test": 9927},
         "Banking77Classification": {"train": 10003, "test": 3080},
+        "EmotionClassification": {"train": 16000, "test": 2000},
+        "AmazonCounterfactualClassification": {"en": 2},  # keyed by MTEB's subset: train and test inside
+        "TweetSentimentExtractionClassification": {"train": 27481, "test": 3534},
+        "STS12": {"test": 2358},
+        "STS13": {"test": 1500},
+        "STS14": {"test": 3750},
+        "STS15": {"test": 3000},
+        "STS16": {"test": 1186},
+        "BIOSSES": {"test": 100},
+        "TwitterURLCorpus": {"test": 9334},
+        "MSRP": {"test": 1725},
+        "SummEval": {"test": 100},
+        "WikiQA": {"default": 1},
+        "RedditClustering": {"test": 5},
+        "StackExchangeClustering": {"test": 5},
     }
     scifact = build_task("SciFact", REPO_ROOT / "data" / "eval", SubsetSizes())
     assert scifact.metadata.main_score == "ndcg_at_10"
@@ -113,7 +128,9 @@ def test_cli_scores_a_beir_folder_end_to_end(tmp_path: Path, tiny_beir: Path, ti
     result = evaluate_cli(params, "--model", str(tiny_decoder_dir), "--tasks", task, "--output", str(output))
     assert result.exit_code == 0, result.output
     metrics = json.loads(output.read_text())
-    assert list(metrics) == ["tiny-scifact"]
+    assert list(metrics) == ["tiny-scifact", "average", "scored_on"]
+    assert metrics["average"] == {"Retrieval": 1.0, "overall": 1.0}
+    assert metrics["scored_on"] == {"tasks": {"tiny-scifact": "full"}, "seed": 42, "precision": "fp32"}
     scores = metrics["tiny-scifact"]
     assert scores["main_score"] == scores["ndcg_at_10"] == pytest.approx(1.0)
     assert {"map_at_10", "recall_at_10", "mrr_at_10"} <= set(scores) and "subset" not in scores
@@ -122,6 +139,11 @@ def test_cli_scores_a_beir_folder_end_to_end(tmp_path: Path, tiny_beir: Path, ti
     assert list(model_results.glob("*/tiny-scifact.json")), "MTEB's own result file is kept"
     table = (tmp_path / "out" / "eval.csv").read_text().splitlines()
     assert table[0] == "task,model,main_score" and table[1].startswith(f"tiny-scifact,{tiny_decoder_dir.name},1.0")
+    assert table[2:] == [
+        f"average: Retrieval,{tiny_decoder_dir.name},1.0",
+        f"average: overall,{tiny_decoder_dir.name},1.0",
+    ]
+    assert "| tiny-scifact | Retrieval | 1.0000 |" in result.output  # the markdown table
 
 
 def test_bf16_evaluation_is_asked_for_and_recorded(tmp_path: Path, tiny_beir: Path, tiny_decoder_dir: Path) -> None:

@@ -42,7 +42,9 @@ def test_every_metrics_file_and_plot_table_is_in_a_clone(clone: Path) -> None:
     assert missing == []
     (shown,) = (revision["data"] for revision in dvc_json(clone, "metrics", "show").values())  # the workspace
     scores = shown["metrics/eval.json"]["data"]
-    assert all(0 <= task["main_score"] <= 1 and task["precision"] == "fp32" for task in scores.values())
+    tasks = [entry for entry in scores.values() if "main_score" in entry]
+    assert tasks and all(0 <= task["main_score"] <= 1 and task["precision"] == "fp32" for task in tasks)
+    assert 0 <= scores["average"]["overall"] <= 1 and scores["scored_on"]["precision"] == "fp32"
     bars = dvc_json(clone, "plots", "show")["data"]["per_task_comparison"][0]["content"]["data"]["values"]
     assert {bar["filename"] for bar in bars} == {"eval.csv", "eval_base.csv", "eval_reference.csv"}
 

@@ -19,7 +19,7 @@ import pytest
 
 from synthembed.encoder import Embedder
 from synthembed.params import ModelParams
-from synthembed.serve import Limits, create_app, running_server
+from synthembed.serve import RequestLimits, create_app, running_server
 
 KEY = "test-key-123"
 TEXTS = ["The cat sat on the mat.", "Paris is the capital of France.", "Bananas are yellow."]
@@ -34,7 +34,7 @@ def embedder(tiny_decoder_dir: Path) -> Embedder:
 @pytest.fixture(scope="module")
 def server(embedder: Embedder):
     """One authenticated server for the module, with small limits so 413 is cheap to reach."""
-    app = create_app(embedder, "tiny", api_key=KEY, limits=Limits(max_inputs=8, max_input_tokens=64))
+    app = create_app(embedder, "tiny", api_key=KEY, limits=RequestLimits(max_inputs=8, max_input_tokens=64))
     with running_server(app) as url:
         yield url, app
 

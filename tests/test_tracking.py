@@ -37,6 +37,7 @@ def _config(work: Path, score: float | None = None) -> Params:
     config = Params()
     config.register.model = str(work / "models" / "embedder")
     config.mlflow.experiment = "synthembed-test"
+    config.register.metric = "SciFact.ndcg_at_10"  # the score the evaluation files written below hold
     if score is not None:
         (work / "metrics").mkdir(exist_ok=True)
         (work / "metrics" / "eval.json").write_text(json.dumps({"SciFact": {"main_score": score, "ndcg_at_10": score}}))
@@ -388,3 +389,21 @@ def test_promotion_rule() -> None:
     subset = '{"data": {"n_documents": 250, "n_queries": 100}, "precision": "fp32"}'
     verdict = promotion(0.9, subset, Champion(3, 0.6, on), **rule)
     assert not verdict.promoted and verdict.reason.startswith(f"not comparable: champion version 3 was scored on {on}")
+
+
+def test_an_evaluation_is_comparable_only_on_the_same_tasks_sizes_seed_and_precision() -> None:
+    from synthembed.tracking.registry import scored_on_of
+
+    def evaluation(tasks: dict, seed: int = 42, precision: str = "fp32") -> dict:
+        on = {"tasks": tasks, "seed": seed, "precision": precision}
+        return {"average": {"overall": 0.5}, "scored_on": on}
+
+    base = scored_on_of(evaluation({"SciFact": "full", "STS15": "full"}), "average.overall")
+    assert base == scored_on_of(evaluation({"STS15": "full", "SciFact": "full"}), "average.overall")
+    for other in (
+        evaluation({"SciFact": "full"}),
+        evaluation({"SciFact": {"n_queries": 100}, "STS15": "full"}),
+        evaluation({"SciFact": "full", "STS15": "full"}, seed=7),
+        evaluation({"SciFact": "full", "STS15": "full"}, precision="bf16"),
+    ):
+        assert scored_on_of(other, "average.overall") != base

@@ -245,13 +245,13 @@ def serve(
     config = _params(params)  # before the heavy imports: a bad params file fails at once
 
     from synthembed.encoder import Embedder
-    from synthembed.serve import Limits, bind, create_app
+    from synthembed.serve import RequestLimits, bind, create_app
     from synthembed.serve import serve as run_server
 
     reference = model or default_model(config)
     with bind(host, port) as sock:  # fail fast on a busy port; closed if the model fails to load
         embedder = Embedder.load(reference, config.model)
-        limits = Limits(max_inputs, max_input_tokens, max_batch_texts=max(max_inputs, 256))
+        limits = RequestLimits(max_inputs, max_input_tokens, max_batch_texts=max(max_inputs, 256))
         app_ = create_app(embedder, reference, api_key=api_key, limits=limits, batching=batching)
         guarded = " (bearer token needed)" if api_key else ""
         where = f"http://{host}:{sock.getsockname()[1]}/v1"
@@ -295,7 +295,7 @@ def evaluate(
     output = output or Path(EVALUATE.metrics)
     stage = evaluation_stage(config, reference)
     result = run_stage(stage, config, metrics=output, inputs=[model_dir], model=reference, tasks=names or None)
-    typer.echo(f"wrote {output}: {result.summary}", err=True)
+    typer.echo(f"wrote {output}: {result.summary}\n{result.report}", err=True)
 
 
 def _stage_command(stage: Stage) -> Callable[..., None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -58,18 +58,14 @@ class LLMParams(Section):
 
 
 class BrainstormParams(Section):
-    kinds: list[BrainstormKind] = ["short_long", "long_short", "short_short", "long_long"]
+    kinds: list[BrainstormKind] = list(get_args(BrainstormKind))
     requests_per_kind: int = Field(2, ge=1)
     tasks_per_request: int = Field(8, ge=1)  # the paper asks for about 20; fewer fit a small model's output
     output: str = "data/synthetic/tasks.jsonl"
 
 
 class GenerateParams(Section):
-    kinds: dict[TaskKind, float] = Field(
-        default_factory=lambda: {
-            k: 1.0 for k in ("short_long", "long_short", "short_short", "long_long", "sts", "bitext")
-        }
-    )
+    kinds: dict[TaskKind, float] = Field(default_factory=lambda: dict.fromkeys(get_args(TaskKind), 1.0))
     num_examples: int = Field(24, ge=1)
     languages: list[str] | Literal["all"] = ["English"]
     output: str = "data/synthetic/examples.jsonl"
@@ -146,7 +142,7 @@ class RegisterParams(Section):
     """Which model goes to the MLflow registry, and the score that decides whether it becomes the champion."""
 
     model_name: str = Field("synthembed", pattern=r"^[\w.-]+$")
-    metric: str = "SciFact.ndcg_at_10"  # dotted path into the evaluate stage's metrics; higher is better
+    metric: str = "average.overall"  # dotted path into the evaluate stage's metrics; higher is better
     model: str | None = None  # the folder to register; None: the train stage's embedder
     alias: str = Field("champion", pattern=r"^[A-Za-z_][\w-]*$")
 

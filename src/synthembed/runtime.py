@@ -36,7 +36,6 @@ class Distributed:
     """Which rank this process is; torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` for each."""
 
     rank: int = 0
-    local_rank: int = 0
     world_size: int = 1
     launched: bool = False  # started by torchrun (also with one process: DeepSpeed needs a process group)
 
@@ -48,7 +47,7 @@ class Distributed:
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Distributed:
         if "LOCAL_RANK" not in environ or "WORLD_SIZE" not in environ:
             return cls()
-        return cls(int(environ.get("RANK", "0")), int(environ["LOCAL_RANK"]), int(environ["WORLD_SIZE"]), True)
+        return cls(int(environ.get("RANK", "0")), int(environ["WORLD_SIZE"]), launched=True)
 
 
 SINGLE_PROCESS = Distributed()

@@ -40,12 +40,11 @@ from synthembed.encoder.embedder import Embedder
 from synthembed.encoder.inputs import check_texts
 from synthembed.errors import UserError
 
-API_KEY_ENV = "SYNTHEMBED_API_KEY"
 EncodeFn = Callable[[list[str], str | None], np.ndarray]
 
 
 @dataclass(frozen=True)
-class Limits:
+class RequestLimits:
     """What one request may ask for; larger requests are refused (413) rather than truncated silently."""
 
     max_inputs: int = 256  # texts per request
@@ -169,11 +168,11 @@ def create_app(
     model_name: str,
     *,
     api_key: str | None = None,
-    limits: Limits | None = None,
+    limits: RequestLimits | None = None,
     batching: bool = True,
 ) -> FastAPI:
     """The app serving ``embedder``; with ``api_key`` every /v1 request needs ``Authorization: Bearer``."""
-    limits = limits or Limits()
+    limits = limits or RequestLimits()
     max_tokens = limits.max_input_tokens or int(embedder.model.max_seq_length)
     max_bytes = limits.request_bytes(max_tokens)
     counter = TokenCounter(embedder.tokenizer)

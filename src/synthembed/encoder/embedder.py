@@ -1,9 +1,10 @@
 """The embedding model: a SentenceTransformer set up the E5-mistral way.
 
 Decoder backbones feed plain text (never a chat template) with an EOS token appended by the tokenizer's
-post-processor, pad on the left, and pool the last token, i.e. the EOS. Because the EOS rule lives in the saved
+post-processor and pad on the left; ``model.pooling`` picks the pooled vector: the last token, i.e. the EOS, as
+the paper does, or the mean (the shipped default, see docs/training.md). Because the EOS rule lives in the saved
 ``tokenizer.json``, a folder written by :meth:`Embedder.save` loads with plain ``SentenceTransformer(path)`` and
-gives the same embeddings. Encoder backbones use mean pooling. How queries are written (with a task
+gives the same embeddings. Encoder backbones use mean pooling under ``auto``. How queries are written (with a task
 instruction for decoders, as plain text for encoders) is the model's :class:`QueryConvention`, decided when the
 embedder is built and saved with it; documents are always plain text.
 """
@@ -66,27 +67,27 @@ def _special_prefix(tokenizer) -> list[int]:
     return []
 
 
-def build_sentence_transformer(model_dir: Path, params: ModelParams) -> SentenceTransformer:
-    """A fresh SentenceTransformer over a plain Hugging Face checkpoint, following ``params``.
+def build_sentence_transformer(model_dir: Path, settings: ModelParams) -> SentenceTransformer:
+    """A fresh SentenceTransformer over a plain Hugging Face checkpoint, following ``settings``.
 
     This is where a model's query convention is decided: a decoder takes E5 instructions, an encoder none.
     """
     decoder = is_decoder(model_dir)
     kwargs = {"modality_config": PLAIN_TEXT_MODALITY, "module_output_name": "token_embeddings"} if decoder else {}
-    transformer = Transformer(str(model_dir), max_seq_length=params.max_seq_length, **kwargs)
+    transformer = Transformer(str(model_dir), max_seq_length=settings.max_seq_length, **kwargs)
     tokenizer = transformer.tokenizer
     if decoder:
-        if params.append_eos:
+        if settings.append_eos:
             append_eos(tokenizer)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-    pooling = params.pooling if params.pooling != "auto" else ("lasttoken" if decoder else "mean")
+    pooling = settings.pooling if settings.pooling != "auto" else ("lasttoken" if decoder else "mean")
     modules: list[torch.nn.Module] = [
         transformer,
         Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling),
     ]
-    if params.normalize:
+    if settings.normalize:
         modules.append(Normalize())
     model = SentenceTransformer(modules=modules, similarity_fn_name="cosine")
     QueryConvention(takes_instructions=decoder).attach(model)
@@ -94,13 +95,13 @@ def build_sentence_transformer(model_dir: Path, params: ModelParams) -> Sentence
 
 
 def load_sentence_transformer(
-    reference: str, params: ModelParams, max_seq_length: int | None = None
+    reference: str, settings: ModelParams, max_seq_length: int | None = None
 ) -> SentenceTransformer:
     """Load a saved SentenceTransformer folder as it was made, or build one over a plain checkpoint.
 
     A saved folder keeps the ``max_seq_length`` it was saved with (all-MiniLM-L6-v2: 256; a trained
     embedder: its ``model.max_seq_length``), which is what makes scores match MTEB's table;
-    ``params.max_seq_length`` shapes fresh backbones, and ``max_seq_length`` overrides both (training).
+    ``settings.max_seq_length`` shapes fresh backbones, and ``max_seq_length`` overrides both (training).
     A saved folder's query convention is read back (or, where it saved none, implied by its type) and its
     ``prompts`` set to match, so the model's own ``encode_query`` agrees with :meth:`Embedder.encode_queries`.
     """
@@ -109,9 +110,9 @@ def load_sentence_transformer(
         model = SentenceTransformer(str(model_dir))
         QueryConvention.of(model).attach(model)
         if max_seq_length is None and _saved_max_seq_length(model_dir) is None:
-            max_seq_length = params.max_seq_length
+            max_seq_length = settings.max_seq_length
     else:
-        model = build_sentence_transformer(model_dir, params)
+        model = build_sentence_transformer(model_dir, settings)
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     model.model_card_data.model_name = _display_name(reference)
@@ -129,9 +130,9 @@ class Embedder:
         self.convention = QueryConvention.of(model)
 
     @classmethod
-    def load(cls, reference: str, params: ModelParams | None = None) -> Embedder:
-        params = params or ModelParams()
-        return cls(load_sentence_transformer(reference, params), params.dtype, params.batch_size)
+    def load(cls, reference: str, settings: ModelParams | None = None) -> Embedder:
+        settings = settings or ModelParams()
+        return cls(load_sentence_transformer(reference, settings), settings.dtype, settings.batch_size)
 
     @property
     def dimension(self) -> int:

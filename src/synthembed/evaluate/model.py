@@ -4,10 +4,10 @@ Which models get instructions is the embedder's own query convention (``evaluate
 decoder backbone (Llama/SmolLM2, freshly wrapped or saved after training) is an instruction-following embedder in
 the E5-mistral recipe, so its queries get ``Instruct: {task}\\nQuery: ``; an encoder backbone such as
 all-MiniLM-L6-v2 was trained without instructions and gets none (otherwise its published scores would not
-reproduce). ``always`` / ``never`` override the convention for this evaluation only. The task text is MTEB's own
-(the task metadata's prompt, else the task type's default), which is what MTEB uses for the e5-instruct models.
-Documents (the corpus side of retrieval) never get an instruction; symmetric tasks (STS, classification)
-instruct every text, as E5-mistral does.
+reproduce). ``always`` / ``never`` override the convention for this evaluation only. The task text is pinned per
+task in :mod:`synthembed.evaluate.instructions` (the E5 authors' published list). Documents (the corpus side of
+retrieval and reranking) never get an instruction; symmetric tasks (STS, classification, clustering, pair
+classification, summarization) instruct every text, as the E5 evaluation does.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
 from synthembed.encoder import Embedder
+from synthembed.evaluate.instructions import task_instruction
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -66,7 +67,6 @@ class EmbedderEncoder(AbsEncoder):
         texts = [text for batch in inputs for text in batch["text"]]
         if prompt_type == PromptType.document:
             return self.model.encode_documents(texts)
-        # MTEB's task text, asked for only when it is used; "" (a task without one) means no instruction at all,
-        # not the model's default one.
-        task = self.get_instruction(task_metadata, prompt_type) if self.use_instructions else ""
-        return self.model.encode_queries(texts, instruction=task or "")
+        # "" (a task without an instruction) means no instruction at all, not the model's default one.
+        task = task_instruction(task_metadata) if self.use_instructions else ""
+        return self.model.encode_queries(texts, instruction=task)

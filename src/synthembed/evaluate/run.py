@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from numbers import Real
 from pathlib import Path
@@ -35,25 +36,45 @@ def model_name(reference: str) -> str:
     return reference
 
 
-def scores_of(result: Any) -> dict[str, float]:
-    """MTEB's test scores of one task, ``main_score`` first, numbers only."""
-    split = result.scores["test"][0]
-    metrics = {"main_score": float(split["main_score"])}
+def scores_of(result: Any, split: str) -> dict[str, float]:
+    """MTEB's scores of one task on ``split``, ``main_score`` first, numbers only."""
+    scores = result.scores[split][0]
+    metrics = {"main_score": float(scores["main_score"])}
     metrics.update(
-        {key: float(value) for key, value in split.items() if isinstance(value, Real) and key != "main_score"}
+        {key: float(value) for key, value in scores.items() if isinstance(value, Real) and key != "main_score"}
     )
     return metrics
+
+
+def averages(tasks: dict[str, dict[str, Any]], categories: dict[str, str]) -> dict[str, float]:
+    """The paper's layout: the mean main score per task category, and ``overall``, the mean over all tasks."""
+    by_category: dict[str, list[float]] = {}
+    for name, scores in tasks.items():
+        by_category.setdefault(categories[name], []).append(scores["main_score"])
+    means = {category: sum(values) / len(values) for category, values in sorted(by_category.items())}
+    means["overall"] = sum(scores["main_score"] for scores in tasks.values()) / len(tasks)
+    return {key: round(value, 5) for key, value in means.items()}
+
+
+def report(model: str, tasks: dict[str, dict[str, Any]], categories: dict[str, str], average: dict[str, float]) -> str:
+    """A markdown table of the scores, task by task under their category, then the averages."""
+    lines = [f"| {model} | category | main score | seconds |", "|---|---|---|---|"]
+    for name, scores in sorted(tasks.items(), key=lambda item: (categories[item[0]], item[0])):
+        lines.append(f"| {name} | {categories[name]} | {scores['main_score']:.4f} | {scores['seconds']:.0f} |")
+    lines += [f"| **average** | {key} | {value:.4f} | |" for key, value in average.items()]
+    return "\n".join(lines)
 
 
 def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> StageResult:
     """Score ``model`` on ``tasks`` (bundled names or BEIR folders; default ``evaluate.tasks``).
 
-    The table holds one ``task,model,main_score`` row per task: what ``dvc plots`` compares across models.
-
-    MTEB's own result files go under ``evaluate.results_dir``. A task that was subsampled
-    (``evaluate.max_queries`` / ``max_documents``) records the evaluated sizes under ``subset``: such a score
-    is not comparable to MTEB's published numbers. Every task records the ``precision`` it was encoded in
-    (``evaluate.precision``, fp32 by default).
+    The metrics hold each task's scores, ``average`` (per category and overall, the paper's layout) and
+    ``scored_on`` (the task set with each task's evaluated sizes, the seed and the precision: two evaluations
+    compare only when these agree). The table holds a ``task,model,main_score`` row per task and per average:
+    what ``dvc plots`` compares across models. MTEB's own result files go under ``evaluate.results_dir``. A task
+    that was subsampled (``evaluate.max_queries`` / ``max_documents``) records the evaluated sizes under
+    ``subset``: such a score is not comparable to MTEB's published numbers. Every task records the
+    ``precision`` it was encoded in (``evaluate.precision``, fp32 by default) and its wall time.
     """
     import mteb
 
@@ -62,17 +83,31 @@ def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> 
     embedder = Embedder.load(model, config.model.model_copy(update={"dtype": config.evaluate.precision}))
     encoder = EmbedderEncoder(embedder, model_name(model), config.evaluate.instructions)
     cache = mteb.ResultCache(cache_path=config.evaluate.results_dir)
-    metrics: dict[str, dict[str, Any]] = {}
+    scores: dict[str, dict[str, Any]] = {}
+    categories: dict[str, str] = {}
     progress = tqdm(built, desc="evaluate", unit="task")
     for task in progress:
-        progress.set_postfix_str(task.metadata.name)
-        result = mteb.evaluate(encoder, tasks=[task], cache=cache, overwrite_strategy="always", show_progress_bar=False)
         name = task.metadata.name
-        metrics[name] = scores_of(result.task_results[0])
+        progress.set_postfix_str(name)
+        started = time.perf_counter()
+        result = mteb.evaluate(encoder, tasks=[task], cache=cache, overwrite_strategy="always", show_progress_bar=False)
+        scores[name] = scores_of(result.task_results[0], task.metadata.eval_splits[0])
         if task.subset is not None:
-            metrics[name]["subset"] = task.subset
-        metrics[name]["precision"] = embedder.precision
-        progress.write(f"{name}: {task.metadata.main_score} = {metrics[name]['main_score']:.4f}")
-    rows = [(task, model_name(model), round(scores["main_score"], 5)) for task, scores in metrics.items()]
-    summary = ", ".join(f"{name} {scores['main_score']:.4f}" for name, scores in metrics.items())
-    return StageResult(metrics, f"{model}: {summary}", table=(["task", "model", "main_score"], rows))
+            scores[name]["subset"] = task.subset
+        scores[name]["precision"] = embedder.precision
+        scores[name]["seconds"] = round(time.perf_counter() - started, 1)
+        categories[name] = task.metadata.type
+        progress.write(f"{name}: {task.metadata.main_score} = {scores[name]['main_score']:.4f}")
+    average = averages(scores, categories)
+    scored_on = {
+        "tasks": {name: task_scores.get("subset", "full") for name, task_scores in sorted(scores.items())},
+        "seed": config.seed,
+        "precision": embedder.precision,
+    }
+    label = model_name(model)
+    rows = [(name, label, round(task_scores["main_score"], 5)) for name, task_scores in scores.items()]
+    rows += [(f"average: {key}", label, value) for key, value in average.items()]
+    metrics = {**scores, "average": average, "scored_on": scored_on}
+    table = (["task", "model", "main_score"], rows)
+    summary = f"{label}: overall {average['overall']:.4f} over {len(scores)} task(s)"
+    return StageResult(metrics, summary, table=table, report=report(label, scores, categories, average))

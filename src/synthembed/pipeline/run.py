@@ -59,6 +59,8 @@ def run_stage(
             for artifact in (metrics_path, table):
                 if artifact is not None:
                     run.log_artifact(artifact)
+            if result.report is not None:
+                run.log_text(result.report, f"{metrics_path.stem}.md")
             _log_outputs(run, stage, config)
     return result
 

@@ -29,13 +29,15 @@ def no_arguments(config: Params) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class StageResult:
-    """What a stage hands back: its metrics, the line the CLI prints, and optionally a table of rows that is
-    written beside the metrics file (``metrics/x.json`` -> ``metrics/x.csv``) for ``dvc plots``."""
+    """What a stage hands back: its metrics, the line the CLI prints, optionally a table of rows that is
+    written beside the metrics file (``metrics/x.json`` -> ``metrics/x.csv``) for ``dvc plots``, and a markdown
+    report that the CLI prints and MLflow keeps."""
 
     metrics: dict[str, Any]
     summary: str
     table: tuple[list[str], list[tuple[Any, ...]]] | None = None
     warnings: tuple[str, ...] = ()
+    report: str | None = None
 
 
 @dataclass(frozen=True)

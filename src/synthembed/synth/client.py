@@ -66,46 +66,40 @@ class Stats:
     skipped_for_budget: int = 0
     budget_exhausted: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "failed"}
-        data["failed"] = dict(self.failed)
-        data["cost_usd"] = round(self.cost_usd, 8)
-        return data
-
 
 class LLMClient:
     """Send requests concurrently through a LiteLLM Router, answering from journal or cache where possible."""
 
-    def __init__(self, params: LLMParams, journal_name: str):
+    def __init__(self, settings: LLMParams, journal_name: str):
         set_defaults(LITELLM)  # no download of LiteLLM's price list; read when litellm is first imported
         from litellm import Router
 
         from synthembed.synth.cache import Journal
 
-        self.params = params
-        if any(model.startswith("local/") for model in (params.model, *params.fallbacks)):
+        self.settings = settings
+        if any(model.startswith("local/") for model in (settings.model, *settings.fallbacks)):
             from synthembed.synth.local_provider import register
 
             register()
-        for model in (params.model, *params.fallbacks):
+        for model in (settings.model, *settings.fallbacks):
             _check_provider(model)
-        if not params.api_base:
-            for model in (params.model, *params.fallbacks):
+        if not settings.api_base:
+            for model in (settings.model, *settings.fallbacks):
                 if missing := _missing_key_variables(model):
                     raise UserError(
                         f"llm.model {model} needs an API key: set {' or '.join(missing)} in the environment"
                     )
-        self.journal = Journal(Path(params.cache_dir) / f"{journal_name}.journal.jsonl")
-        models = [params.model, *params.fallbacks]
-        names = [PRIMARY] + [f"fallback-{i}" for i in range(len(params.fallbacks))]
+        self.journal = Journal(Path(settings.cache_dir) / f"{journal_name}.journal.jsonl")
+        models = [settings.model, *settings.fallbacks]
+        names = [PRIMARY] + [f"fallback-{i}" for i in range(len(settings.fallbacks))]
         self.router = Router(
             model_list=[
                 {"model_name": name, "litellm_params": self._deployment(model)}
                 for name, model in zip(names, models, strict=True)
             ],
-            fallbacks=[{PRIMARY: names[1:]}] if params.fallbacks else [],
-            num_retries=params.max_retries,
-            timeout=params.timeout_s,
+            fallbacks=[{PRIMARY: names[1:]}] if settings.fallbacks else [],
+            num_retries=settings.max_retries,
+            timeout=settings.timeout_s,
             retry_after=0,
             disable_cooldowns=True,
         )
@@ -113,25 +107,25 @@ class LLMClient:
         self._answered = False  # one answer proves the configuration; later connection errors are transient
 
     def _deployment(self, model: str) -> dict[str, Any]:
-        deployment: dict[str, Any] = {"model": model, "timeout": self.params.timeout_s, "max_retries": 0}
-        if self.params.api_base:
-            deployment["api_base"] = self.params.api_base
+        deployment: dict[str, Any] = {"model": model, "timeout": self.settings.timeout_s, "max_retries": 0}
+        if self.settings.api_base:
+            deployment["api_base"] = self.settings.api_base
             if _missing_key_variables(model):
                 deployment["api_key"] = PLACEHOLDER_KEY
         return deployment
 
     def sampling(self) -> dict[str, Any]:
         return {
-            "temperature": self.params.temperature,
-            "top_p": self.params.top_p,
-            "max_tokens": self.params.max_tokens,
+            "temperature": self.settings.temperature,
+            "top_p": self.settings.top_p,
+            "max_tokens": self.settings.max_tokens,
         }
 
     def request_key(self, request: Request) -> str:
         """Identity of a request: every model, the messages, the sampling and the answer schema."""
         material = {
-            "models": [self.params.model, *self.params.fallbacks],
-            "api_base": self.params.api_base,
+            "models": [self.settings.model, *self.settings.fallbacks],
+            "api_base": self.settings.api_base,
             "messages": request.messages,
             "schema": request.schema,
             "seed": request.seed,
@@ -143,14 +137,14 @@ class LLMClient:
         """Answer every request (or stop at the budget); ``on_reply`` parses each answer as it arrives."""
         requests = list(requests)
         try:
-            with litellm_settings(Path(self.params.cache_dir) / "responses"):
+            with litellm_settings(Path(self.settings.cache_dir) / "responses"):
                 asyncio.run(self._run_all(requests, on_reply, desc))
         finally:
             self.journal.close()
         return self.stats
 
     async def _run_all(self, requests: list[Request], on_reply: Callable[[Reply], Outcome], desc: str) -> None:
-        semaphore = asyncio.Semaphore(self.params.max_concurrency)
+        semaphore = asyncio.Semaphore(self.settings.max_concurrency)
         rejected = Counter()
         bar = tqdm(total=len(requests), desc=desc, unit="req", dynamic_ncols=True, mininterval=0.5)
 
@@ -188,7 +182,7 @@ class LLMClient:
         return await self._call(request, key)
 
     def _over_budget(self) -> bool:
-        if self.stats.cost_usd > 0 and self.stats.cost_usd >= self.params.budget_usd:
+        if self.stats.cost_usd > 0 and self.stats.cost_usd >= self.settings.budget_usd:
             self.stats.budget_exhausted = True
         return self.stats.budget_exhausted
 
@@ -214,9 +208,9 @@ class LLMClient:
             ) from None
         except openai.APIError as exc:  # the base of every LiteLLM API error; the retries are spent by now
             if _is_connection_error(exc) and not self._answered:
-                where = self.params.api_base or f"the provider of {self.params.model}"
+                where = self.settings.api_base or f"the provider of {self.settings.model}"
                 raise UserError(
-                    f"nothing answers at {where} (connection failed after {self.params.max_retries} retries): "
+                    f"nothing answers at {where} (connection failed after {self.settings.max_retries} retries): "
                     "start the server or correct llm.api_base"
                 ) from None
             self.stats.requests += 1
@@ -226,7 +220,7 @@ class LLMClient:
         self._answered = True
         hidden = getattr(response, "_hidden_params", {}) or {}
         content = response.choices[0].message.content or ""
-        model = response.model or self.params.model
+        model = response.model or self.settings.model
         if hidden.get("cache_hit"):
             self.stats.cache_hits += 1
             cost = 0.0
@@ -245,9 +239,9 @@ class LLMClient:
 
     def _refused_key(self, exc: Exception) -> str:
         """A 401 as one line that names the variable to set."""
-        variable = _key_variable(self.params.model)
-        where = f"the LLM server at {self.params.api_base}" if self.params.api_base else "the LLM provider"
-        if self.params.api_base and _missing_key_variables(self.params.model):
+        variable = _key_variable(self.settings.model)
+        where = f"the LLM server at {self.settings.api_base}" if self.settings.api_base else "the LLM provider"
+        if self.settings.api_base and _missing_key_variables(self.settings.model):
             return f"{where} wants an API key (401): set {variable} in the environment"
         return f"{where} refused the API key in {variable} (401): {_first_line(exc)}"
 
@@ -264,9 +258,9 @@ def litellm_settings(responses: Path) -> Iterator[None]:
 
     cache = Cache(type="local")
     cache.cache = DiskResponseCache(responses)
-    settings = {"cache": cache, "drop_params": True, "suppress_debug_info": True}
-    previous = {name: getattr(litellm, name) for name in settings}
-    for name, value in settings.items():
+    wanted = {"cache": cache, "drop_params": True, "suppress_debug_info": True}
+    previous = {name: getattr(litellm, name) for name in wanted}
+    for name, value in wanted.items():
         setattr(litellm, name, value)
     try:
         yield

@@ -6,12 +6,13 @@ Values follow Wang et al. (2024), the E5-mistral paper, value for value; prompts
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, get_args
 
 from synthembed.errors import UserError
+from synthembed.params import BrainstormKind, TaskKind
 
-KINDS = ("short_long", "long_short", "short_short", "long_long", "sts", "bitext")
-BRAINSTORM_KINDS = ("short_long", "long_short", "short_short", "long_long")
+KINDS: tuple[str, ...] = get_args(TaskKind)
+BRAINSTORM_KINDS: tuple[str, ...] = get_args(BrainstormKind)  # sts and bitext need no brainstormed tasks
 
 # The keys of each kind's JSON answer, in the order the prompt lists them.
 KEYS: dict[str, tuple[str, ...]] = {

@@ -121,11 +121,15 @@ def metric_value(scores: Mapping[str, Any], metric: str, source: str) -> float:
 
 
 def scored_on_of(scores: Mapping[str, Any], metric: str) -> str:
-    """What the metric's task was scored on: the data (``full`` or the subset sizes) and the precision.
+    """What the score was measured on: the evaluation's ``scored_on`` (the task set with each task's evaluated
+    sizes, the seed and the precision); for an evaluation that records none, the metric's task data (``full``
+    or its subset sizes) and precision.
 
-    Scores of different subsets or precisions do not compare, so the champion moves only between versions
-    scored alike; a score without a recorded precision compares with none that has one.
+    Scores of different task sets, subsets, seeds or precisions do not compare, so the champion moves only
+    between versions scored alike; a score without a recorded precision compares with none that has one.
     """
+    if isinstance(scores.get("scored_on"), Mapping):
+        return json.dumps(scores["scored_on"], sort_keys=True)
     task = scores.get(metric.split(".")[0])
     task = task if isinstance(task, Mapping) else {}
     on = {"data": task.get("subset") or "full", "precision": task.get("precision", "unrecorded")}

@@ -155,6 +155,12 @@ class StageRun:
             mlflow.log_metrics(numbers, step=step, run_id=self.run_id)
         return numbers
 
+    def log_text(self, text: str, name: str) -> None:
+        """Keep ``text`` (secret values masked) as the artifact ``name``."""
+        import mlflow
+
+        mlflow.log_text(redact(text, self._secrets), name, run_id=self.run_id)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> bool:
         """Upload a file or directory; one holding a secret value is refused with a warning (False)."""
         import mlflow

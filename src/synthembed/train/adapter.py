@@ -48,7 +48,7 @@ def lora_parameters(model: SentenceTransformer) -> list[torch.nn.Parameter]:
 
 
 @contextlib.contextmanager
-def gathered(params: list[torch.nn.Parameter], zero3: bool):
+def gathered(parameters: list[torch.nn.Parameter], zero3: bool):
     """Under ZeRO-3 every rank holds a shard of each weight; gather the full tensors (all ranks must
     enter)."""
     if not zero3:
@@ -56,14 +56,14 @@ def gathered(params: list[torch.nn.Parameter], zero3: bool):
         return
     import deepspeed
 
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+    with deepspeed.zero.GatheredParameters(parameters, modifier_rank=None):
         yield
 
 
-def save_adapter(model: SentenceTransformer, path: Path, backbone: str, params: ModelParams) -> None:
+def save_adapter(model: SentenceTransformer, path: Path, backbone: str, settings: ModelParams) -> None:
     """Write the adapter files to ``path`` (call inside :func:`gathered` under ZeRO-3)."""
     peft_model(model).save_pretrained(str(path))
-    (path / ADAPTER_META).write_text(json.dumps({"backbone": backbone, "model": params.model_dump()}, indent=2))
+    (path / ADAPTER_META).write_text(json.dumps({"backbone": backbone, "model": settings.model_dump()}, indent=2))
     if not (path / ADAPTER_WEIGHTS).exists():
         raise UserError(f"saving the adapter wrote no {ADAPTER_WEIGHTS} under {path}")
 
