@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from synthembed.cli import app
-from synthembed.evaluate.tasks import SubsetSizes, build_task, bundled_tasks
+from synthembed.errors import UserError
+from synthembed.evaluate.tasks import SubsetSizes, build_task, build_tasks, bundled_tasks
 from synthembed.evaluate.tasks.retrieval import read_beir, subsample_retrieval
 from synthembed.params import ModelParams, Params
 
@@ -283,3 +284,30 @@ def test_minilm_reproduces_mteb_scifact(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     scores = json.loads(output.read_text())["SciFact"]
     assert scores["ndcg_at_10"] == pytest.approx(0.6451, abs=0.001) and scores["precision"] == "fp32"
+
+
+def test_any_mteb_task_or_benchmark_name_resolves_through_mteb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bundled names use the local copy, inside a benchmark too; the rest are mteb's own tasks (fetched when
+    evaluated, so only with the model hub on) and, with HF_HUB_OFFLINE set, one clear error."""
+    data, sizes = REPO_ROOT / "data" / "eval", SubsetSizes()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    (online,) = build_tasks(["STS17"], data, sizes)
+    assert online.metadata.name == "STS17" and not hasattr(online, "subset")
+    benchmark = build_tasks(["MTEB(eng, v2)"], data, sizes)
+    local = {task.metadata.name for task in benchmark if hasattr(task, "subset")}
+    assert len(benchmark) == 41 and {"STS15", "BIOSSES", "Banking77Classification", "TwitterURLCorpus"} <= local
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"^STS17 has no bundled copy and HF_HUB_OFFLINE is set, .*bundled tasks: "):
+        build_tasks(["STS17"], data, sizes)
+    with pytest.raises(UserError, match=r"^ArguAna has no bundled copy"):
+        build_tasks(["MTEB(eng, v2)"], data, sizes)
+    with pytest.raises(UserError, match=r"^unknown task 'NoSuchTask'; bundled tasks: SciFact, "):
+        build_tasks(["NoSuchTask"], data, sizes)
+
+
+def test_a_benchmark_name_with_a_comma_is_one_name_on_the_command_line(tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml")
+    result = evaluate_cli(params, "--model", "builtin:all-MiniLM-L6-v2", "--tasks", "MTEB(eng, v2)")
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith(
+        "error: ArguAna has no bundled copy and HF_HUB_OFFLINE is set"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -287,7 +288,8 @@ def evaluate(
         config.evaluate.precision = precision  # validated by the schema: a bad value is one line
     if tasks or max_queries or max_documents:
         config.evaluate.max_queries, config.evaluate.max_documents = max_queries, max_documents
-    names = [name.strip() for item in tasks or [] for name in item.split(",") if name.strip()]
+    # Commas separate names, except inside a benchmark's parentheses: "MTEB(eng, v2)".
+    names = [name.strip() for item in tasks or [] for name in re.split(r",(?![^(]*\))", item) if name.strip()]
     from synthembed.encoder.references import resolve_model
 
     reference = model or default_model(config)

@@ -24,6 +24,11 @@ QUIET = {
 }
 
 
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``), so nothing may be downloaded from it."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
 def set_defaults(*groups: Mapping[str, str]) -> None:
     """Set each variable unless the environment already has it (the user's choice wins)."""
     for group in groups:

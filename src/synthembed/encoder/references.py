@@ -25,6 +25,7 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 
 from synthembed.errors import UserError
+from synthembed.runtime import hub_offline
 
 ACCEPTED_FORMS = (
     "a local directory, builtin:SmolLM2-135M-Instruct, builtin:all-MiniLM-L6-v2, "
@@ -102,7 +103,7 @@ def _looks_like_hub_id(reference: str) -> bool:
 
 
 def _download_from_hub(repo_id: str) -> Path:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if hub_offline():
         try:
             from huggingface_hub import snapshot_download
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from synthembed.encoder import Embedder
 from synthembed.evaluate.model import EmbedderEncoder
-from synthembed.evaluate.tasks import SubsetSizes, build_task
+from synthembed.evaluate.tasks import SubsetSizes, build_tasks
 from synthembed.params import Params
 from synthembed.pipeline.stage import StageResult
 
@@ -79,7 +79,7 @@ def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> 
     import mteb
 
     sizes = SubsetSizes(config.evaluate.max_queries, config.evaluate.max_documents, config.seed)
-    built = [build_task(task, data_dir(config), sizes) for task in tasks or config.evaluate.tasks]
+    built = build_tasks(tasks or config.evaluate.tasks, data_dir(config), sizes)
     embedder = Embedder.load(model, config.model.model_copy(update={"dtype": config.evaluate.precision}))
     encoder = EmbedderEncoder(embedder, model_name(model), config.evaluate.instructions)
     cache = mteb.ResultCache(cache_path=config.evaluate.results_dir)
@@ -92,7 +92,7 @@ def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> 
         started = time.perf_counter()
         result = mteb.evaluate(encoder, tasks=[task], cache=cache, overwrite_strategy="always", show_progress_bar=False)
         scores[name] = scores_of(result.task_results[0], task.metadata.eval_splits[0])
-        if task.subset is not None:
+        if getattr(task, "subset", None) is not None:  # tasks fetched by mteb run in full
             scores[name]["subset"] = task.subset
         scores[name]["precision"] = embedder.precision
         scores[name]["seconds"] = round(time.perf_counter() - started, 1)

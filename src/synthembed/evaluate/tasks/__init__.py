@@ -9,6 +9,7 @@ data is read here and handed to MTEB already in memory, so nothing is ever fetch
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from synthembed.errors import UserError
 from synthembed.evaluate.tasks import (
@@ -22,10 +23,11 @@ from synthembed.evaluate.tasks import (
 )
 from synthembed.evaluate.tasks.base import Builder, InMemoryTask, SubsetSizes
 from synthembed.evaluate.tasks.retrieval import user_beir_task
+from synthembed.runtime import hub_offline
 
 TASK_TYPES = (retrieval, sts, classification, pair_classification, reranking, clustering, summarization)
 
-__all__ = ["InMemoryTask", "SubsetSizes", "build_task", "bundled_tasks"]
+__all__ = ["InMemoryTask", "SubsetSizes", "build_task", "build_tasks", "bundled_tasks"]
 
 
 def bundled_tasks(data_dir: Path) -> dict[str, Builder]:
@@ -33,15 +35,48 @@ def bundled_tasks(data_dir: Path) -> dict[str, Builder]:
     return {name: build for task_type in TASK_TYPES for name, build in task_type.bundled(data_dir).items()}
 
 
-def build_task(name_or_path: str, data_dir: Path, sizes: SubsetSizes) -> InMemoryTask:
-    """A bundled task by its MTEB name, else a BEIR folder (anything on disk or with a path separator)."""
+def build_tasks(names: list[str], data_dir: Path, sizes: SubsetSizes) -> list[Any]:
+    """The tasks ``names`` mean, in order: bundled tasks by their MTEB name, BEIR folders (anything on disk or with
+    a path separator), then any MTEB task or benchmark (e.g. ``MTEB(eng, v2)``) through mteb's registry. A
+    benchmark's tasks use the bundled copy where there is one; the others are fetched by mteb, in full, which
+    needs the model hub: with ``HF_HUB_OFFLINE`` set, such a task is one clear error."""
     bundled = bundled_tasks(data_dir)
-    if name_or_path in bundled:
-        return bundled[name_or_path](sizes)
-    path = Path(name_or_path).expanduser()
-    if path.exists() or "/" in name_or_path or name_or_path.startswith("."):
-        return user_beir_task(path, sizes)
+    tasks: list[Any] = []
+    for name in names:
+        if name in bundled:
+            tasks.append(bundled[name](sizes))
+        elif Path(name).expanduser().exists() or "/" in name or name.startswith("."):
+            tasks.append(user_beir_task(Path(name).expanduser(), sizes))
+        else:
+            tasks += [bundled[task.metadata.name](sizes) if task.metadata.name in bundled else _online(task, bundled)
+                      for task in _mteb_tasks(name, bundled)]  # fmt: skip
+    return tasks
+
+
+def build_task(name_or_path: str, data_dir: Path, sizes: SubsetSizes) -> Any:
+    """One task by name or folder (see :func:`build_tasks`)."""
+    (task,) = build_tasks([name_or_path], data_dir, sizes)
+    return task
+
+
+def _mteb_tasks(name: str, bundled: dict[str, Builder]) -> list[Any]:
+    import mteb
+
+    for lookup in (lambda: [mteb.get_task(name)], lambda: list(mteb.get_benchmark(name).tasks)):
+        try:
+            return lookup()
+        except KeyError:
+            continue
     raise UserError(
-        f"unknown task {name_or_path!r}; known tasks: {', '.join(bundled)}, "
-        "or the path to a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/test.tsv)"
+        f"unknown task {name!r}; bundled tasks: {', '.join(bundled)}; or an MTEB task or benchmark name, or the "
+        "path to a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/test.tsv)"
     )
+
+
+def _online(task: Any, bundled: dict[str, Builder]) -> Any:
+    if hub_offline():
+        raise UserError(
+            f"{task.metadata.name} has no bundled copy and HF_HUB_OFFLINE is set, so mteb cannot fetch it; "
+            f"bundled tasks: {', '.join(bundled)}"
+        )
+    return task
