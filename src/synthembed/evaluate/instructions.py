@@ -37,10 +37,10 @@ E5_INSTRUCTIONS: dict[str, str] = {
     # Summarization
     "SummEval": SUMMARIZATION,
 }
-# Not in MTEB, so not in the E5 list: ours, in its style.
+# Not in MTEB, so not in the E5 list: ours, in its style (the tasks' metadata carries no prompt of its own).
 OUR_INSTRUCTIONS: dict[str, str] = {
-    "WikiQA": "Given a question, retrieve Wikipedia passages that answer the question",
-    "MSRP": STS,
+    "WikiQA": "Given a question, retrieve the Wikipedia sentences that answer the question",
+    "MSRP": "Retrieve sentences that are paraphrases of the given news sentence",
 }
 INSTRUCTIONS = {**E5_INSTRUCTIONS, **OUR_INSTRUCTIONS}
 

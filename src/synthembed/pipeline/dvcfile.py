@@ -23,7 +23,7 @@ HEADER = """\
 """
 PACKAGE = "src/synthembed"
 # What every stage runs (the runner in pipeline/ writes each stage's metrics): a change re-runs the pipeline.
-SHARED_CODE = ("pipeline", "errors.py", "io.py", "params.py")
+SHARED_CODE = ("pipeline", "errors.py", "io.py", "params.py", "runtime.py")
 
 
 def code_paths(stage: Stage) -> list[str]:

@@ -97,7 +97,6 @@ def msrp_metadata(path: Path) -> TaskMetadata:
   year = {2005},
 }
 """,
-        prompt="Retrieve sentences that are paraphrases of the given news sentence",
     )
 
 

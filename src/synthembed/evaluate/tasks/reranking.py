@@ -51,7 +51,6 @@ def wikiqa_metadata(folder: Path, path: Path) -> TaskMetadata:
   year = {2015},
 }
 """,
-        prompt={"query": "Given a question, retrieve the Wikipedia sentences that answer the question"},
     )
 
 
