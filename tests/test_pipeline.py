@@ -124,11 +124,13 @@ def test_pipeline_repro_experiment_and_no_secret(project: Path, tiny_decoder_dir
         plot = ["dvc", "plots", "show", "--show-vega", "per_task_comparison"]
         vega = json.loads(_run(plot, project, env, stdout_only=True))
         bars = {(row["filename"], row["task"], row["model"]) for row in vega["data"]["values"]}
-        assert bars == {
-            ("eval.csv", "tiny", "embedder"),
-            ("eval_base.csv", "tiny", tiny_decoder_dir.name),
-            ("eval_reference.csv", "tiny", "all-MiniLM-L6-v2"),
+        models = {
+            "eval.csv": "embedder",
+            "eval_base.csv": tiny_decoder_dir.name,
+            "eval_reference.csv": "all-MiniLM-L6-v2",
         }
+        rows = ("tiny", "average: Retrieval", "average: overall")  # the task, its category's and the overall average
+        assert bars == {(table, row, model) for table, model in models.items() for row in rows}
         requests_after_first = server.total_requests
 
         second = _run(["dvc", "repro"], project, env)

@@ -219,12 +219,17 @@ def export_and_verify(config: Params, model: SentenceTransformer, distributed: D
 
 
 def summarize(
-    config: Params, trainer: LoraTrainer, guard: CollapseGuard, records: list[TrainRecord], **measured: Any
+    config: Params,
+    trainer: LoraTrainer,
+    guard: CollapseGuard,
+    records: list[TrainRecord],
+    devices: int,
+    **measured: Any,
 ) -> StageResult:
     """The stage's metrics, its loss curve as a table and the line the CLI prints."""
     curve = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
     losses = [loss for _, loss in curve]
-    candidates = config.train.batch_size * trainer.args.world_size * (2 if any(r.negative for r in records) else 1)
+    candidates = config.train.batch_size * devices * (2 if any(r.negative for r in records) else 1)
     metrics = {
         "steps": trainer.state.global_step,
         "final_loss": losses[-1] if losses else math.nan,
@@ -235,7 +240,7 @@ def summarize(
         **measured,
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "train_records": len(records),
-        "devices": trainer.args.world_size,
+        "devices": devices,
         "deepspeed": config.train.deepspeed,
         "precision": training_precision(config.train),
     }
@@ -252,6 +257,8 @@ def run_train(config: Params, distributed: Distributed = SINGLE_PROCESS) -> Stag
     if needs_launcher(config, distributed):
         return launch(config)
     records = read_training_records(config)
+    # First: for a launched rank, making the arguments starts the process group that agreeing on a checkpoint uses.
+    args = training_arguments(config, Path(config.train.checkpoint_dir), distributed)
     resume = agree_on_resume(config, distributed)
     set_seed(config.seed)  # the LoRA initialisation too, not only what the trainer seeds later
     model = build_model(config)
@@ -260,7 +267,6 @@ def run_train(config: Params, distributed: Distributed = SINGLE_PROCESS) -> Stag
         Path(config.prepare.output_dir), config.train.collapse_ratio, config.train.collapse_check_steps,
         training_precision(config.train),
     )  # fmt: skip
-    args = training_arguments(config, Path(config.train.checkpoint_dir), distributed)
     dataset = to_datasets(records, QueryConvention.of(model))
     trainer = LoraTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[guard])
     started = time.perf_counter()
@@ -270,7 +276,7 @@ def run_train(config: Params, distributed: Distributed = SINGLE_PROCESS) -> Stag
     if not distributed.is_main:
         return StageResult({}, "")
     result = summarize(
-        config, trainer, guard, records,
+        config, trainer, guard, records, distributed.world_size,
         resumed_from_step=int(Path(resume).name.split("-")[-1]) if resume else 0,
         examples_per_s=outcome.metrics.get("train_samples_per_second"),
         train_time_s=round(train_time, 1),
