@@ -328,12 +328,17 @@ def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+# Clients pool their connections; a server that closes an idle one after uvicorn's default 5 s races a client that
+# is just reusing it (the client reads from a closed socket), which a busy machine makes likely.
+KEEP_ALIVE_S = 75
+
+
 def serve(app: FastAPI, sock: socket.socket) -> None:
     """Run ``app`` on ``sock`` until Ctrl-C, which is the normal way to stop it (exit code 0)."""
     import uvicorn
 
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the signal after its graceful shutdown
-        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(app, log_level="info", timeout_keep_alive=KEEP_ALIVE_S)).run(sockets=[sock])
 
 
 @contextlib.contextmanager
@@ -342,7 +347,8 @@ def running_server(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
     import uvicorn
 
     sock = bind(host, 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=KEEP_ALIVE_S)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
