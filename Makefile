@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)   # dvc stages call `synthembed`
 
-# Offline by default: no model hub, no analytics, LiteLLM's bundled cost map (the list in src/synthembed/offline.py).
+# Offline by default: no model hub, no analytics, LiteLLM's bundled cost map (the lists in src/synthembed/runtime.py).
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1

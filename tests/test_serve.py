@@ -286,15 +286,25 @@ def test_concurrent_load_is_answered_correctly_and_batched(server, embedder: Emb
     texts = [f"request number {i} about topic {i % 7}" for i in range(300)]
     expected = embedder.encode_documents(texts, batch_size=64)
     calls_before = app.state.batcher.encode_calls
-    with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
+    # One keep-alive client per thread, as 32 separate callers would have: httpx's sync connection pool is not
+    # safe to share across threads (a socket closed by one thread was once read by another: EBADF).
+    local = threading.local()
+    clients: list[httpx.Client] = []
 
-        def one(i: int) -> np.ndarray:
-            response = client.post(f"{url}/v1/embeddings", json={"model": "tiny", "input": texts[i]})
-            response.raise_for_status()
-            return np.array(response.json()["data"][0]["embedding"], dtype=np.float32)
+    def one(i: int) -> np.ndarray:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+            clients.append(local.client)
+        response = local.client.post(f"{url}/v1/embeddings", json={"model": "tiny", "input": texts[i]})
+        response.raise_for_status()
+        return np.array(response.json()["data"][0]["embedding"], dtype=np.float32)
 
+    try:
         with ThreadPoolExecutor(max_workers=32) as pool:
             got = np.stack(list(pool.map(one, range(len(texts)))))
+    finally:
+        for client in clients:
+            client.close()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     calls = app.state.batcher.encode_calls - calls_before
     assert calls < len(texts)  # concurrent requests were merged into shared encode calls

@@ -12,6 +12,7 @@ embedder is built and saved with it; documents are always plain text.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ from synthembed.encoder.precision import PrecisionSetting, autocast, resolve_pre
 from synthembed.encoder.references import resolve_model
 from synthembed.errors import UserError
 from synthembed.params import ModelParams
+
+# Tokenizer state that encoding changes on every call, not part of what a model is.
+TRANSIENT = ("truncation", "padding")
 
 # Plain-text modality: sentence-transformers 6 would otherwise render an instruct model's chat template.
 PLAIN_TEXT_MODALITY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
@@ -141,6 +145,21 @@ class Embedder:
     @property
     def tokenizer(self):
         return self.model[0].tokenizer
+
+    def fingerprint(self) -> str:
+        """A digest of all that decides the vectors (weights, the modules' settings such as pooling, lengths and
+        normalisation, the tokenizer): embedders with one fingerprint embed every text alike."""
+        digest = hashlib.blake2b(f"{self.model!r} max_seq_length={self.model.max_seq_length}".encode(), digest_size=12)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            digest.update(repr(self.tokenizer).encode())
+        else:  # without the truncation and padding state, which each encode call sets anew
+            rules = {key: value for key, value in json.loads(backend.to_str()).items() if key not in TRANSIENT}
+            digest.update(json.dumps(rules, sort_keys=True).encode())
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def with_convention(self, convention: QueryConvention) -> Embedder:
         """The same model writing its queries by ``convention`` (``evaluate.instructions: always / never``);

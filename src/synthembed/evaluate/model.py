@@ -7,7 +7,9 @@ all-MiniLM-L6-v2 was trained without instructions and gets none (otherwise its p
 reproduce). ``always`` / ``never`` override the convention for this evaluation only. The task text is pinned per
 task in :mod:`synthembed.evaluate.instructions` (the E5 authors' published list). Documents (the corpus side of
 retrieval and reranking) never get an instruction; symmetric tasks (STS, classification, clustering, pair
-classification, summarization) instruct every text, as the E5 evaluation does.
+classification, summarization) instruct every text, as the E5 evaluation does. With an
+:class:`~synthembed.evaluate.cache.EmbeddingCache`, a text this model has read before with the same prompt is not
+encoded again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 
 from synthembed.encoder import Embedder
+from synthembed.evaluate.cache import EmbeddingCache
 from synthembed.evaluate.instructions import task_instruction
 
 if TYPE_CHECKING:
@@ -33,12 +36,19 @@ InstructionMode = Literal["auto", "always", "never"]
 class EmbedderEncoder(AbsEncoder):
     """Feeds MTEB's batches to the embedder: queries with the task instruction, documents as plain text."""
 
-    def __init__(self, embedder: Embedder, name: str, instructions: InstructionMode = "auto") -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        name: str,
+        instructions: InstructionMode = "auto",
+        cache: EmbeddingCache | None = None,
+    ) -> None:
         if instructions != "auto":
             embedder = embedder.with_convention(
                 replace(embedder.convention, takes_instructions=instructions == "always")
             )
         self.model = embedder
+        self.cache = cache
         self.use_instructions = embedder.convention.takes_instructions
         self.mteb_model_meta = ModelMeta.create_empty(
             overwrites={
@@ -66,7 +76,13 @@ class EmbedderEncoder(AbsEncoder):
     ) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
         if prompt_type == PromptType.document:
-            return self.model.encode_documents(texts)
-        # "" (a task without an instruction) means no instruction at all, not the model's default one.
-        task = task_instruction(task_metadata) if self.use_instructions else ""
-        return self.model.encode_queries(texts, instruction=task)
+            prompt, encode = "", self.model.encode_documents
+        else:
+            # "" (a task without an instruction) means no instruction at all, not the model's default one.
+            task = task_instruction(task_metadata) if self.use_instructions else ""
+            prompt = self.model.convention.prefix(task)
+
+            def encode(batch: list[str]) -> np.ndarray:
+                return self.model.encode_queries(batch, instruction=task)
+
+        return encode(texts) if self.cache is None else self.cache.encode(texts, prompt, encode)

@@ -11,6 +11,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthembed.encoder import Embedder
+from synthembed.evaluate.cache import CACHE_DIR, EmbeddingCache
 from synthembed.evaluate.model import EmbedderEncoder
 from synthembed.evaluate.tasks import SubsetSizes, build_tasks
 from synthembed.params import Params
@@ -65,7 +66,9 @@ def report(model: str, tasks: dict[str, dict[str, Any]], categories: dict[str, s
     return "\n".join(lines)
 
 
-def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> StageResult:
+def run_evaluate(
+    config: Params, model: str, tasks: list[str] | None = None, cache_dir: Path | None = CACHE_DIR
+) -> StageResult:
     """Score ``model`` on ``tasks`` (bundled names or BEIR folders; default ``evaluate.tasks``).
 
     The metrics hold each task's scores, ``average`` (per category and overall, the paper's layout) and
@@ -74,15 +77,19 @@ def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> 
     what ``dvc plots`` compares across models. MTEB's own result files go under ``evaluate.results_dir``. A task
     that was subsampled (``evaluate.max_queries`` / ``max_documents``) records the evaluated sizes under
     ``subset``: such a score is not comparable to MTEB's published numbers. Every task records the
-    ``precision`` it was encoded in (``evaluate.precision``, fp32 by default) and its wall time.
+    ``precision`` it was encoded in (``evaluate.precision``, fp32 by default) and its wall time. Vectors are
+    kept in ``cache_dir`` (None: no cache), so a text is encoded once per model and precision.
     """
     import mteb
 
     sizes = SubsetSizes(config.evaluate.max_queries, config.evaluate.max_documents, config.seed)
     built = build_tasks(tasks or config.evaluate.tasks, data_dir(config), sizes)
     embedder = Embedder.load(model, config.model.model_copy(update={"dtype": config.evaluate.precision}))
-    encoder = EmbedderEncoder(embedder, model_name(model), config.evaluate.instructions)
-    cache = mteb.ResultCache(cache_path=config.evaluate.results_dir)
+    cache = None
+    if cache_dir is not None:
+        cache = EmbeddingCache.for_model(cache_dir, embedder.fingerprint(), embedder.precision)
+    encoder = EmbedderEncoder(embedder, model_name(model), config.evaluate.instructions, cache)
+    results = mteb.ResultCache(cache_path=config.evaluate.results_dir)
     scores: dict[str, dict[str, Any]] = {}
     categories: dict[str, str] = {}
     progress = tqdm(built, desc="evaluate", unit="task")
@@ -90,7 +97,9 @@ def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> 
         name = task.metadata.name
         progress.set_postfix_str(name)
         started = time.perf_counter()
-        result = mteb.evaluate(encoder, tasks=[task], cache=cache, overwrite_strategy="always", show_progress_bar=False)
+        result = mteb.evaluate(
+            encoder, tasks=[task], cache=results, overwrite_strategy="always", show_progress_bar=False
+        )
         scores[name] = scores_of(result.task_results[0], task.metadata.eval_splits[0])
         if getattr(task, "subset", None) is not None:  # tasks fetched by mteb run in full
             scores[name]["subset"] = task.subset
@@ -110,4 +119,6 @@ def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> 
     metrics = {**scores, "average": average, "scored_on": scored_on}
     table = (["task", "model", "main_score"], rows)
     summary = f"{label}: overall {average['overall']:.4f} over {len(scores)} task(s)"
+    if cache is not None:
+        summary += f"; {cache.encoded:,} texts encoded, {cache.reused:,} read from {cache.directory}"
     return StageResult(metrics, summary, table=table, report=report(label, scores, categories, average))

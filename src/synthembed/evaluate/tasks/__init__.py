@@ -19,6 +19,7 @@ from synthembed.evaluate.tasks import (
     reranking,
     retrieval,
     sts,
+    suites,
     summarization,
 )
 from synthembed.evaluate.tasks.base import Builder, InMemoryTask, SubsetSizes
@@ -36,14 +37,18 @@ def bundled_tasks(data_dir: Path) -> dict[str, Builder]:
 
 
 def build_tasks(names: list[str], data_dir: Path, sizes: SubsetSizes) -> list[Any]:
-    """The tasks ``names`` mean, in order: bundled tasks by their MTEB name, BEIR folders (anything on disk or with
-    a path separator), then any MTEB task or benchmark (e.g. ``MTEB(eng, v2)``) through mteb's registry. A
-    benchmark's tasks use the bundled copy where there is one; the others are fetched by mteb, in full, which
-    needs the model hub: with ``HF_HUB_OFFLINE`` set, such a task is one clear error."""
+    """The tasks ``names`` mean, in order: bundled tasks by their MTEB name, suites (``suite:cpu``, with their own
+    sizes), BEIR folders (anything on disk or with a path separator), then any MTEB task or benchmark (e.g.
+    ``MTEB(eng, v2)``) through mteb's registry. A benchmark's tasks use the bundled copy where there is one; the
+    others are fetched by mteb, in full, which needs the model hub: with ``HF_HUB_OFFLINE`` set, such a task is one
+    clear error."""
     bundled = bundled_tasks(data_dir)
     tasks: list[Any] = []
     for name in names:
-        if name in bundled:
+        suite = suites.expand(name, list(bundled), sizes)
+        if suite is not None:
+            tasks += [bundled[task](task_sizes) for task, task_sizes in suite]
+        elif name in bundled:
             tasks.append(bundled[name](sizes))
         elif Path(name).expanduser().exists() or "/" in name or name.startswith("."):
             tasks.append(user_beir_task(Path(name).expanduser(), sizes))
@@ -68,8 +73,9 @@ def _mteb_tasks(name: str, bundled: dict[str, Builder]) -> list[Any]:
         except KeyError:
             continue
     raise UserError(
-        f"unknown task {name!r}; bundled tasks: {', '.join(bundled)}; or an MTEB task or benchmark name, or the "
-        "path to a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/test.tsv)"
+        f"unknown task {name!r}; bundled tasks: {', '.join(bundled)}; suites: {', '.join(suites.names(list(bundled)))};"
+        " or an MTEB task or benchmark name, or the path to a BEIR folder (corpus.jsonl[.gz], queries.jsonl, "
+        "qrels/test.tsv)"
     )
 
 
@@ -77,6 +83,6 @@ def _online(task: Any, bundled: dict[str, Builder]) -> Any:
     if hub_offline():
         raise UserError(
             f"{task.metadata.name} has no bundled copy and HF_HUB_OFFLINE is set, so mteb cannot fetch it; "
-            f"bundled tasks: {', '.join(bundled)}"
+            f"bundled tasks: {', '.join(bundled)}; suites: {', '.join(suites.names(list(bundled)))}"
         )
     return task

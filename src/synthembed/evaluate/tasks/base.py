@@ -15,10 +15,15 @@ from synthembed.evaluate.data import data_revision
 
 @dataclass(frozen=True)
 class SubsetSizes:
-    """Subsampling for small compute budgets (None keeps the whole test split, as MTEB does)."""
+    """Subsampling for small compute budgets (None keeps the whole test split, as MTEB does).
+
+    ``max_queries`` caps a task's test items (queries, pairs, texts, titles per set, articles), ``max_documents``
+    a retrieval corpus, ``max_experiments`` the undersampling experiments a classification score averages.
+    """
 
     max_queries: int | None = None
     max_documents: int | None = None
+    max_experiments: int | None = None
     seed: int = 42
 
 

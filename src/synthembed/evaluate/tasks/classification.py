@@ -2,7 +2,9 @@
 
 Each bundled task takes its protocol (train examples per label, number of experiments) from MTEB's own task
 class, and its train rows stay in the order of MTEB's copy: MTEB's undersampling shuffles row positions with the
-seed, so the order decides which train texts every experiment sees, and so the score.
+seed, so the order decides which train texts every experiment sees, and so the score. ``max_experiments`` keeps
+the first experiments of MTEB's sequence (the same ones a full run starts with), so only their train texts are
+encoded.
 """
 
 from __future__ import annotations
@@ -81,7 +83,11 @@ def classification_task(
             with_label_ids(examples, path, names) for examples, path in zip((train, test), paths, strict=True)
         )
         kept = sample_rows(test, sizes.max_queries, sizes.seed)
-        subset = {"n_queries": len(kept)} if len(kept) < len(test) else None
+        reference = mteb.get_task(name)  # MTEB's own undersampling of the train split
+        experiments = min(reference.n_experiments, sizes.max_experiments or reference.n_experiments)
+        subset = None
+        if len(kept) < len(test) or experiments < reference.n_experiments:
+            subset = {"n_queries": len(kept), "n_experiments": experiments}
         metadata = mteb_metadata(name, folder, paths)
         scope: dict[str, object] = {"eval_splits": ["test"]}  # the bundled split (MTEB also lists validation)
         if hf_subset:
@@ -90,8 +96,7 @@ def classification_task(
         task = LocalClassification.create(
             metadata.model_copy(update=scope), {hf_subset: dataset} if hf_subset else dataset, subset, sizes.seed
         )
-        reference = mteb.get_task(name)  # MTEB's own undersampling of the train split
-        task.samples_per_label, task.n_experiments = reference.samples_per_label, reference.n_experiments
+        task.samples_per_label, task.n_experiments = reference.samples_per_label, experiments
         return task
 
     return build
