@@ -73,9 +73,8 @@ def _mteb_tasks(name: str, bundled: dict[str, Builder]) -> list[Any]:
         except KeyError:
             continue
     raise UserError(
-        f"unknown task {name!r}; bundled tasks: {', '.join(bundled)}; suites: {', '.join(suites.names(list(bundled)))};"
-        " or an MTEB task or benchmark name, or the path to a BEIR folder (corpus.jsonl[.gz], queries.jsonl, "
-        "qrels/test.tsv)"
+        f"unknown task {name!r}; {_known(bundled)}; or an MTEB task or benchmark name, or the path to a BEIR "
+        "folder (corpus.jsonl[.gz], queries.jsonl, qrels/test.tsv)"
     )
 
 
@@ -83,6 +82,11 @@ def _online(task: Any, bundled: dict[str, Builder]) -> Any:
     if hub_offline():
         raise UserError(
             f"{task.metadata.name} has no bundled copy and HF_HUB_OFFLINE is set, so mteb cannot fetch it; "
-            f"bundled tasks: {', '.join(bundled)}; suites: {', '.join(suites.names(list(bundled)))}"
+            f"{_known(bundled)}"
         )
     return task
+
+
+def _known(bundled: dict[str, Builder]) -> str:
+    """What a task name may be offline, for the errors that reject one."""
+    return f"bundled tasks: {', '.join(bundled)}; suites: {', '.join(suites.names(list(bundled)))}"

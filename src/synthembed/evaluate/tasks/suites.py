@@ -43,10 +43,7 @@ def suites(bundled: list[str]) -> dict[str, dict[str, Sizes]]:
 
 def expand(name: str, bundled: list[str], sizes: SubsetSizes) -> list[tuple[str, SubsetSizes]] | None:
     """The (task, sizes) pairs of ``suite:NAME`` with the run's seed, or None when ``name`` is not a suite name."""
-    if not name.startswith(PREFIX):
-        return None
-    known = suites(bundled)
-    tasks = known.get(name.removeprefix(PREFIX))
+    tasks = suites(bundled).get(name.removeprefix(PREFIX)) if name.startswith(PREFIX) else None
     if tasks is None:
         return None
     return [(task, sizes if fixed is None else replace(fixed, seed=sizes.seed)) for task, fixed in tasks.items()]
