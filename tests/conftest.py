@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from synthembed import runtime
 
-RUNTIME = runtime.start(offline=True)  # before torch, LiteLLM or MLflow is imported
+# Before torch, LiteLLM or MLflow is imported. The rank it reads is not kept: a test that needs a distributed
+# context makes its own, as each entry point does.
+runtime.start(offline=True)
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402

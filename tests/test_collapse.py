@@ -12,8 +12,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from synthembed.data.prepare import TRAIN_FILE, VALIDATION_FILE
-from synthembed.data.records import TrainRecord
+from synthembed.data.records import TRAIN_FILE, VALIDATION_FILE, TrainRecord
 from synthembed.encoder.precision import Precision
 from synthembed.errors import UserError
 from synthembed.io import write_jsonl

@@ -97,11 +97,11 @@ def test_the_fingerprint_follows_weights_and_settings(tiny_decoder_dir: Path, em
 def test_a_second_evaluation_encodes_nothing_and_scores_the_same(tmp_path: Path, tiny_decoder_dir: Path) -> None:
     from synthembed.evaluate import run_evaluate
 
-    evaluate = {"results_dir": str(tmp_path / "mteb"), "max_queries": 20}
+    evaluate = {"results_dir": str(tmp_path / "mteb"), "max_queries": 20, "cache_dir": str(tmp_path / "cache")}
     config = Params.model_validate({"evaluate": evaluate, "model": {"max_seq_length": 64}})
     tasks = ["STSBenchmark", "EmotionClassification"]
-    first = run_evaluate(config, str(tiny_decoder_dir), tasks, cache_dir=tmp_path / "cache")
-    second = run_evaluate(config, str(tiny_decoder_dir), tasks, cache_dir=tmp_path / "cache")
+    first = run_evaluate(config, str(tiny_decoder_dir), tasks)
+    second = run_evaluate(config, str(tiny_decoder_dir), tasks)
     assert encoded_and_read(first.summary)[0] > 0
     encoded, read = encoded_and_read(second.summary)
     assert encoded == 0 and read > 0

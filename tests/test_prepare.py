@@ -3,9 +3,7 @@ leakage."""
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -108,7 +106,7 @@ def test_prepare_writes_splits_and_counts(tmp_path: Path, monkeypatch: pytest.Mo
     assert metrics["sources"]["qa"] == {
         "read": 20,
         "duplicates": 0,
-        "mined_negatives": 0,
+        "mining": {},  # mine_negatives is off
         "train": 16,
         "validation": 4,
     }
@@ -154,49 +152,99 @@ def test_empty_synthetic_file_and_no_data(tmp_path: Path, monkeypatch: pytest.Mo
         read_labeled(one)
 
 
+DOCS = [
+    "The Eiffel Tower is in Paris, France.",
+    "Paris is the capital of France and its largest city.",
+    "Lyon is a large French city known for its food.",
+    "France borders Spain, Italy, Germany and Belgium.",
+    "Photosynthesis converts light into chemical energy.",
+    "Mitochondria produce ATP in eukaryotic cells.",
+]
+CAPITAL = "What is the capital of France?"
+
+
+def _mining(minilm_dir: Path, **values: object) -> PrepareParams:
+    return PrepareParams(negative_miner=str(minilm_dir), negative_corpus=None, negative_margin=None, **values)
+
+
+def _capital_records() -> list[TrainRecord]:
+    """Two positives for the capital question (one in a record that already has a negative), six other
+    queries whose positives make up the corpus."""
+    records = [TrainRecord("Find facts", f"question {i}", doc, None, "s", "labeled") for i, doc in enumerate(DOCS)]
+    records.append(TrainRecord("Find facts", CAPITAL, DOCS[1], None, "s", "labeled"))
+    records.append(TrainRecord("Find facts", CAPITAL, DOCS[0], "Rome is in Italy.", "s", "labeled"))
+    return records
+
+
 def test_mined_negative_skips_top_ranks_and_never_a_positive(minilm_dir: Path) -> None:
-    docs = [
-        "The Eiffel Tower is in Paris, France.",
-        "Paris is the capital of France and its largest city.",
-        "Lyon is a large French city known for its food.",
-        "France borders Spain, Italy, Germany and Belgium.",
-        "Photosynthesis converts light into chemical energy.",
-        "Mitochondria produce ATP in eukaryotic cells.",
-    ]
-    records = [TrainRecord("Find facts", "What is the capital of France?", docs[1], None, "s", "labeled")]
-    records += [TrainRecord("Find facts", f"question {i}", doc, None, "s", "labeled") for i, doc in enumerate(docs)]
-    records[2] = TrainRecord("Find facts", "What is the capital of France?", docs[0], None, "s", "labeled")
-    top = mine_negatives(records, str(minilm_dir), skip_top=0)[0].negative
-    skipped = mine_negatives(records, str(minilm_dir), skip_top=2)[0].negative
-    assert top not in (docs[0], docs[1]) and skipped not in (docs[0], docs[1])
-    assert "France" in top and top != skipped  # the closest non-positive is French; skipping moves further down
+    records = _capital_records()
+    top, stats = mine_negatives(records, _mining(minilm_dir, negative_rank_min=0))
+    skipped, _ = mine_negatives(records, _mining(minilm_dir, negative_rank_min=1))
+    (capital,) = [r for r in top if r.query == CAPITAL and r.negative != "Rome is in Italy."]
+    (capital_skipped,) = [r for r in skipped if r.query == CAPITAL and r.negative != "Rome is in Italy."]
+    assert capital.negative not in DOCS[:2] and capital_skipped.negative not in DOCS[:2]  # both positives excluded
+    assert "Fran" in capital.negative and capital.negative != capital_skipped.negative  # the closest, then further
+    assert [r.negative for r in top if r.query == CAPITAL].count("Rome is in Italy.") == 1  # kept as it was
+    assert stats == {"corpus": 6, "pairs": 7, "pairs_with_negative": 7, "negatives": 7}
+
+
+def test_mining_takes_the_corpus_several_negatives_and_a_margin(minilm_dir: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    write_jsonl(corpus, [{"_id": "x", "title": "Capitals", "text": "The capital city of France is a large city."}])
+    records = _capital_records()
+    grounded, stats = mine_negatives(records, _mining(minilm_dir, negative_rank_min=0).model_copy(
+        update={"negative_corpus": str(corpus)}))  # fmt: skip
+    assert stats["corpus"] == 7
+    assert [r.negative for r in grounded if r.query == CAPITAL][
+        0
+    ] == "Capitals The capital city of France is a large city."
+    several, stats = mine_negatives(records, _mining(minilm_dir, negative_rank_min=0, negatives_per_query=2))
+    negatives = [r.negative for r in several if r.query == CAPITAL and r.positive == DOCS[1]]
+    assert len(negatives) == 2 == len(set(negatives)) and stats["negatives"] == 14
+    strict, stats = mine_negatives(records, _mining(minilm_dir).model_copy(update={"negative_margin": 0.9}))
+    assert stats["pairs_with_negative"] < stats["pairs"] == 7  # a candidate within the margin is no negative
+    assert len(strict) == len(records) and any(r.negative is None for r in strict)  # such a pair is kept
+
+
+def test_a_mining_window_narrower_than_the_negatives_asked_for_is_refused() -> None:
+    for window in (
+        {"negative_rank_min": 5, "negative_rank_max": 5},
+        {"negatives_per_query": 4, "negative_rank_max": 6},
+    ):
+        with pytest.raises(ValueError, match="hold fewer candidates than negatives_per_query"):
+            PrepareParams(**window)
 
 
 def _scifact_test_claims() -> set[str]:
-    """SciFact test queries from the evaluation copy in data/ when present, else from the source zip."""
-    claims: set[str] = set()
-    for path in (REPO / "data").glob("eval*/**/*queries*.jsonl*"):
-        if "scifact" in str(path).lower():
-            claims |= {json.loads(line)["text"].strip() for line in path.read_text().splitlines() if line.strip()}
-    zip_path = REPO.parent / "shared" / "data" / "scifact" / "source" / "scifact.zip"
-    if zip_path.exists():
-        import csv
-
-        with zipfile.ZipFile(zip_path) as archive:
-            for split in ("validation", "test"):  # SciFact validation = BEIR/MTEB test
-                rows = csv.DictReader(io.TextIOWrapper(archive.open(f"claims_{split}.csv"), encoding="utf-8"))
-                claims |= {row["claim"].strip() for row in rows}
-    return claims
+    """SciFact's test queries, from the evaluation copy (the BEIR/MTEB test split)."""
+    path = REPO / "data" / "eval" / "scifact" / "queries.jsonl"
+    return {json.loads(line)["text"].strip() for line in path.read_text().splitlines() if line.strip()}
 
 
 def test_scifact_labeled_set_has_no_test_queries() -> None:
     records = read_labeled(SCIFACT)
-    assert len(records) == 912 and all(r.negative is None and r.source == "scifact_train" for r in records)
+    assert len(records) == 793 and all(r.negative is None and r.source == "scifact_train" for r in records)
     test_claims = _scifact_test_claims()
-    if not test_claims:
-        pytest.skip("no SciFact test queries available to compare against")
     assert len(test_claims) >= 300
     assert not {r.query for r in records} & test_claims
+
+
+@pytest.mark.slow
+def test_the_contamination_audit_passes_the_shipped_labeled_set(tmp_path: Path) -> None:
+    """The shipped set passes prepare's default audit (its build drops what the audit flags); SciFact's claim
+    twins, the leak the build removed, are flagged when put back."""
+    from synthembed.data.contamination import audit, check_contamination
+
+    defaults = PrepareParams()
+    records = read_labeled(SCIFACT)
+    settings = dict(ngram=defaults.contamination_ngram, similarity=defaults.contamination_similarity)
+    report = audit(records, REPO / "data" / "eval", cache_dir=tmp_path, **settings)
+    assert report["flagged"]["any"] == 0 and report["records"] == 793
+    check_contamination(report, defaults.contamination_limit)
+    twin = TrainRecord(records[0].instruction, "A deficiency of vitamin B12 decreases blood levels of homocysteine.",
+                       records[0].positive, None, "scifact_train", "labeled")  # fmt: skip
+    report = audit([*records, twin], REPO / "data" / "eval", cache_dir=tmp_path, tasks=["SciFact"], **settings)
+    assert report["flagged_queries"] == [twin.query]
 
 
 def test_prepare_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -11,10 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from synthembed.cli import app
+from synthembed.corpus import read_corpus
 from synthembed.encoder import Embedder
 from synthembed.errors import UserError
 from synthembed.params import Params
-from synthembed.search import read_corpus, run_search, top_k
+from synthembed.search import run_search, top_k
 
 DOCS = [
     "Paris is the capital and largest city of France.",
@@ -60,6 +62,22 @@ def test_read_corpus_formats(tmp_path: Path) -> None:
     beir = tmp_path / "corpus.jsonl"
     beir.write_text('{"_id": "d1", "title": "Cats", "text": "They purr."}\n{"_id": "d2", "title": "", "text": "x"}\n')
     assert [(d.id, d.content) for d in read_corpus(beir)] == [("d1", "Cats They purr."), ("d2", "x")]
+
+
+def test_a_beir_folder_and_a_gzipped_corpus_read_like_the_plain_file(tmp_path: Path) -> None:
+    folder = tmp_path / "beir"
+    folder.mkdir()
+    rows = '{"_id": "d1", "title": "Cats", "text": "They purr."}\n{"_id": "d2", "text": "Dogs bark."}\n'
+    (folder / "corpus.jsonl.gz").write_bytes(gzip.compress(rows.encode()))
+    expected = [("d1", "Cats They purr."), ("d2", "Dogs bark.")]
+    assert [(d.id, d.content) for d in read_corpus(folder)] == expected
+    assert [(d.id, d.content) for d in read_corpus(folder / "corpus.jsonl.gz")] == expected
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="folder without corpus.jsonl"):
+        read_corpus(tmp_path / "empty")
+    (tmp_path / "fake.txt.gz").write_text("not compressed")
+    with pytest.raises(UserError, match="is not gzip"):
+        read_corpus(tmp_path / "fake.txt.gz")
 
 
 @pytest.mark.parametrize(

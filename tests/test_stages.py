@@ -4,6 +4,7 @@ and the params schema must agree with them, and the package has no import cycles
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from typer.testing import CliRunner
 from synthembed.cli import app
 from synthembed.params import Params, load_params
 from synthembed.pipeline.dvcfile import SHARED_CODE, render
+from synthembed.pipeline.stage import Stage, StageResult
 from synthembed.pipeline.stages import PIPELINE
+from synthembed.runtime import SINGLE_PROCESS, Distributed
 from synthembed.tracking.runs import section_params
 from tests.conftest import REPO_ROOT
 
@@ -135,6 +138,36 @@ def test_every_stage_has_its_command() -> None:
     assert {stage.cli for stage in PIPELINE.values()} <= commands
     stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
     assert list(stages) == list(PIPELINE)
+
+
+def test_a_stage_command_hands_on_the_rank_its_runtime_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's runtime, made once at the entry point, gives train the rank torchrun set; only the main rank
+    writes the stage's metrics and records its run, and MLflow's global URI is put back after it."""
+    import mlflow
+
+    seen: list[Distributed] = []
+
+    def train(config: Params, distributed: Distributed = SINGLE_PROCESS) -> StageResult:
+        seen.append(distributed)
+        return StageResult({"steps": 1} if distributed.is_main else {}, "trained")
+
+    monkeypatch.setattr(Stage, "function", lambda self: train)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    before = mlflow.get_tracking_uri()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("1", "0"):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        result = CliRunner().invoke(app, ["train"])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "metrics" / "train.json").exists() is (rank == "0")
+    assert seen == [Distributed(1, 2, launched=True), Distributed(0, 2, launched=True)]
+    assert json.loads((tmp_path / "metrics" / "train.json").read_text()) == {"steps": 1}
+    assert mlflow.get_tracking_uri() == before
+    client = mlflow.MlflowClient(before)
+    runs = client.search_runs([experiment.experiment_id for experiment in client.search_experiments()])
+    assert [run.info.run_name for run in runs] == ["train"]
 
 
 def _keys(data: dict, prefix: str = "") -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import jinja2
 import pytest
@@ -12,7 +13,7 @@ from synthembed.errors import UserError
 from synthembed.params import Params
 from synthembed.synth import prompts, taxonomy
 from synthembed.synth.cache import Journal
-from synthembed.synth.generate import plan_requests
+from synthembed.synth.generate import plan_requests, weights_of
 from synthembed.synth.parsing import extract_json, salvage_strings
 
 # The paper's template parameter spaces (Wang et al. 2024), value by value.
@@ -44,6 +45,9 @@ PAPER_SPACES = {
         "difficulty": ["elementary school", "high school", "college"],
     },
 }
+# The paper's synthetic data by kind, in thousands of examples (its Figure 2, about 500k in all).
+PAPER_MIX = {"short_long": 167, "long_short": 122, "sts": 99, "bitext": 89, "long_long": 17, "short_short": 13}
+UNIFORM = dict.fromkeys(taxonomy.KINDS, 1.0)
 PAPER_KEYS = {
     "short_long": ["user_query", "positive_document", "hard_negative_document"],
     "long_short": ["input_text", "label", "misleading_label"],
@@ -163,6 +167,63 @@ def test_plan_is_fixed_by_seed_and_restricted_to_languages():
             assert request.meta["task"] in tasks[request.meta["kind"]]
     other = plan_requests(config.model_copy(update={"seed": 8}), tasks)
     assert [r.messages for r in other] != [r.messages for r in first]
+
+
+def test_paper_kinds_follow_the_papers_mix_over_10000_draws():
+    tasks = {kind: [f"{kind} task {i}" for i in range(3)] for kind in taxonomy.BRAINSTORM_KINDS}
+    config = Params.model_validate({"generate": {"kinds": "paper", "num_examples": 10_000}})
+    counts = Counter(request.meta["kind"] for request in plan_requests(config, tasks))
+    total = sum(PAPER_MIX.values())
+    for kind, thousands in PAPER_MIX.items():  # 3 standard errors of a share at 10,000 draws is at most 1.5 points
+        assert counts[kind] / 10_000 == pytest.approx(thousands / total, abs=0.015), kind
+    assert counts["short_long"] > 10 * counts["short_short"]  # uniform weights would make them equal
+
+
+@pytest.mark.parametrize(
+    ("kinds", "model", "expected"),
+    [
+        ("auto", "local/SmolLM2-135M-Instruct", UNIFORM),  # 24 offline examples must show every kind
+        ("auto", "openai/gpt-4o-mini", PAPER_MIX),
+        ("auto", "ollama/llama3.1", PAPER_MIX),
+        ("paper", "local/SmolLM2-135M-Instruct", PAPER_MIX),
+        ({"sts": 2.0, "bitext": 1}, "openai/gpt-4o-mini", {"sts": 2.0, "bitext": 1}),
+    ],
+)
+def test_kind_weights_resolve_per_model(kinds, model, expected):
+    config = Params.model_validate({"llm": {"model": model}, "generate": {"kinds": kinds}})
+    assert weights_of(config) == expected
+
+
+def test_the_offline_default_plans_what_uniform_weights_planned():
+    tasks = {kind: [f"{kind} task {i}" for i in range(5)] for kind in taxonomy.BRAINSTORM_KINDS}
+    uniform = Params.model_validate({"generate": {"kinds": UNIFORM}})
+    assert Params().generate.kinds == "auto"
+    assert [r.messages for r in plan_requests(Params(), tasks)] == [r.messages for r in plan_requests(uniform, tasks)]
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "message"),
+    [
+        ("generate", {"kinds": "uniform"}, "generate: kinds must be auto, paper or a mapping of kind to weight"),
+        ("generate", {"kinds": {"qa": 1.0}}, "generate: kinds has the unknown kind 'qa'; kinds: short_long, "),
+        ("generate", {"kinds": {"sts": -1}}, "generate: kinds gives sts the weight -1; a weight is a number >= 0"),
+        ("generate", {"kinds": {"sts": "x"}}, "generate: kinds gives sts the weight 'x'"),
+        ("llm", {"max_tokens": "lots"}, "llm: max_tokens must be auto (sized per request) or an integer cap of"),
+        ("llm", {"max_tokens": 8}, "llm: max_tokens must be auto"),
+        ("llm", {"max_tokens": 512.5}, "llm: max_tokens must be auto"),
+        ("llm", {"max_tokens": True}, "llm: max_tokens must be auto"),
+    ],
+)
+def test_bad_kinds_and_max_tokens_are_one_line_errors(tmp_path, section, value, message):
+    from synthembed.params import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps({section: value}))  # JSON is YAML
+    with pytest.raises(UserError) as error:
+        load_params(path)
+    assert str(error.value).startswith(f"{path}: {message}") and "\n" not in str(error.value)
+    for good in ("auto", "paper", {"sts": 1.0}) if section == "generate" else ("auto", 16, 4096):
+        Params.model_validate({section: {next(iter(value)): good}})
 
 
 def test_journal_survives_a_torn_last_line(tmp_path):

@@ -308,6 +308,28 @@ def test_stage_run_marks_a_failed_stage(store, tmp_path, monkeypatch) -> None:
     assert _client(store).get_run(run.run_id).info.status == "FAILED"
 
 
+def test_a_stage_run_puts_the_global_tracking_uri_back(tmp_path, monkeypatch) -> None:
+    """MLflow's global URI (and the MLFLOW_TRACKING_URI it writes) is the stage's only while its run lasts."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = _config(tmp_path)
+    config.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'own.db'}"
+    before = mlflow.get_tracking_uri()
+    with stage_run(config, "prepare") as run:
+        assert mlflow.get_tracking_uri() == config.mlflow.tracking_uri  # the fluent API logs to the stage's store
+    assert mlflow.get_tracking_uri() == before and "MLFLOW_TRACKING_URI" not in os.environ
+    assert mlflow.MlflowClient(config.mlflow.tracking_uri).get_run(run.run_id).info.status == "FINISHED"
+    with pytest.raises(RuntimeError), stage_run(config, "prepare"):
+        raise RuntimeError("boom")
+    assert mlflow.get_tracking_uri() == before and "MLFLOW_TRACKING_URI" not in os.environ
+    # The user's MLFLOW_TRACKING_URI is theirs: still set, unchanged, after the run.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'users.db'}")
+    with stage_run(config, "prepare"):
+        pass
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'users.db'}"
+
+
 @pytest.mark.slow
 def test_planted_api_key_never_reaches_mlflow(registry, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])

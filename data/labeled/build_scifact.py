@@ -5,6 +5,9 @@ Usage: python data/labeled/build_scifact.py path/to/scifact.zip
 
 One record per distinct (train claim, cited abstract) pair. Claims whose text also appears in the
 validation or test splits are dropped: SciFact's validation claims are the BEIR/MTEB SciFact *test* queries.
+So are the claims synthembed's contamination audit flags against the bundled evaluation tasks (with the
+prepare stage's default settings): SciFact's negated or re-numbered twins of test claims, which cite the very
+abstracts judged relevant for their test twins.
 """
 
 from __future__ import annotations
@@ -68,8 +71,23 @@ def build(zip_path: Path) -> list[dict[str, str]]:
     return records
 
 
+def without_contaminated(records: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The records whose claim the contamination audit does not flag."""
+    from synthembed.data.contamination import audit
+    from synthembed.data.records import TrainRecord
+    from synthembed.params import PrepareParams
+
+    defaults = PrepareParams()
+    rows = [TrainRecord(r["instruction"], r["query"], r["positive"], None, "scifact_train", "labeled") for r in records]
+    data_dir = Path(__file__).resolve().parents[1] / "eval"
+    report = audit(rows, data_dir, ngram=defaults.contamination_ngram, similarity=defaults.contamination_similarity)
+    flagged = set(report["flagged_queries"])
+    print(f"dropped {sum(r['query'] in flagged for r in records)} records of {len(flagged)} flagged claims")
+    return [r for r in records if r["query"] not in flagged]
+
+
 if __name__ == "__main__":
     out = Path(__file__).with_name("scifact_train.jsonl")
-    data = build(Path(sys.argv[1]))
+    data = without_contaminated(build(Path(sys.argv[1])))
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data), encoding="utf-8")
     print(f"wrote {len(data)} records to {out}")

@@ -49,7 +49,7 @@ class OneLineErrors(TyperGroup):
                 raise
             typer.echo(f"error: {redact(exc.format_message())}", err=True)
             sys.exit(exc.exit_code)
-        except click_errors.Abort:
+        except typer.Abort:  # typer raises its own (the click it vendors has none)
             if not standalone_mode:
                 raise
             typer.echo("error: aborted", err=True)
@@ -85,8 +85,12 @@ _state = {"debug": False}
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False) -> None:
-    runtime.start()  # the environment defaults, before any library is imported
+def main(
+    ctx: typer.Context, debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False
+) -> None:
+    # The environment defaults, before any library is imported; the runtime (the rank torchrun gives this
+    # process) is handed to the sub-command through click's context.
+    ctx.obj = runtime.start()
     _state["debug"] = debug
 
 
@@ -117,6 +121,13 @@ def _fail(message: str, code: int, exc: BaseException) -> None:
         raise exc
     typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(code)
+
+
+def _runtime(ctx: typer.Context) -> runtime.Runtime:
+    """The runtime the entry point made (:func:`main`), carried by click's context to every sub-command."""
+    found = ctx.find_object(runtime.Runtime)
+    assert found is not None, "the synthembed callback starts the runtime before any sub-command runs"
+    return found
 
 
 def _params(path: Path | None):
@@ -260,9 +271,10 @@ def serve(
         run_server(app_, sock)
 
 
-@app.command()
+@app.command(help=EVALUATE.help)
 @reports_errors
 def evaluate(
+    ctx: typer.Context,
     model: ModelOption = None,
     tasks: Annotated[
         list[str] | None,
@@ -282,7 +294,6 @@ def evaluate(
     ] = None,
     params: ParamsOption = None,
 ) -> None:
-    """Score a model with MTEB on local real data (bundled MTEB tasks or your own BEIR folder)."""
     config = _params(params)
     if precision is not None:
         config.evaluate.precision = precision  # validated by the schema: a bad value is one line
@@ -296,7 +307,10 @@ def evaluate(
     model_dir = resolve_model(reference)  # an unknown reference fails here, before any run is recorded
     output = output or Path(EVALUATE.metrics)
     stage = evaluation_stage(config, reference)
-    result = run_stage(stage, config, metrics=output, inputs=[model_dir], model=reference, tasks=names or None)
+    result = run_stage(
+        stage, config, metrics=output, inputs=[model_dir], distributed=_runtime(ctx).distributed,
+        model=reference, tasks=names or None,
+    )  # fmt: skip
     typer.echo(f"wrote {output}: {result.summary}\n{result.report}", err=True)
 
 
@@ -304,8 +318,8 @@ def _stage_command(stage: Stage) -> Callable[..., None]:
     """The sub-command of a stage that takes only ``--params``: run it, report its summary and warnings on
     stderr (stdout is kept for data, as with embed, search and pipeline)."""
 
-    def command(params: ParamsOption = None) -> None:
-        result = run_stage(stage, _params(params))
+    def command(ctx: typer.Context, params: ParamsOption = None) -> None:
+        result = run_stage(stage, _params(params), distributed=_runtime(ctx).distributed)
         typer.echo(result.summary, err=True)
         for warning in result.warnings:
             typer.echo(f"warning: {warning}", err=True)
@@ -347,7 +361,7 @@ def pipeline(
         typer.echo(render(config), nl=False)
 
 
-def run() -> None:  # pragma: no cover - console entry for `python -m synthembed`
+def run() -> None:  # pragma: no cover - `python -m synthembed.cli` and the tests' subprocesses start the CLI so
     app(prog_name="synthembed")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import json
 import os
 import re
@@ -155,12 +156,15 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
 def read_lines(path: str | Path) -> list[str]:
     """The lines of a user's UTF-8 file. A byte-order mark (Notepad, PowerShell) is dropped, and lines end at
     newlines (``\n`` or ``\r\n``) only, so a text holding U+2028 or a form feed (JSON keeps them raw) is not cut
-    in two."""
+    in two. A ``.gz`` file is gunzipped."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a file")
     try:
-        return [line.removesuffix("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")]
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        return [line.removesuffix("\r") for line in data.decode("utf-8-sig").split("\n")]
+    except gzip.BadGzipFile:
+        raise UserError(f"file {path} is not gzip (its name ends in .gz)") from None
     except FileNotFoundError:
         raise UserError(f"file {path} not found") from None
     except PermissionError:

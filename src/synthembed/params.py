@@ -48,13 +48,27 @@ class LLMParams(Section):
     fallbacks: list[str] = []
     temperature: float = Field(0.7, ge=0.0, le=2.0)  # the paper samples at 1.0; 0.7 keeps a 135M model coherent
     top_p: float = Field(0.9, gt=0.0, le=1.0)
-    max_tokens: int = Field(256, ge=16)  # raise for hosted models (long_long documents need about 1000)
+    # Each request's answer budget is sized from its kind and template parameters (synth/budget.py); an integer
+    # caps that size (the offline 135M model writes slowly), auto sends it uncapped: the setting for hosted models.
+    max_tokens: int | Literal["auto"] = 256
     max_concurrency: int = Field(8, ge=1)  # requests in flight; the local provider batches up to this many
     max_retries: int = Field(3, ge=0)  # retries with exponential backoff on 429, 5xx, timeouts
     timeout_s: float = Field(600.0, gt=0)  # per request
     budget_usd: float = Field(5.0, ge=0)  # stop sending once the accounted cost reaches this
     warn_rejected_fraction: float = Field(0.5, ge=0, le=1)  # the summary warns when more answers are rejected
     cache_dir: str = "data/synthetic/cache"  # response cache and raw-response journals
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_tokens_is_auto_or_a_cap(cls, data: object) -> object:
+        """One line for a bad value (pydantic's own error names each branch of the union)."""
+        from pydantic_core import PydanticCustomError
+
+        value = data.get("max_tokens", "auto") if isinstance(data, dict) else "auto"
+        if value != "auto" and not (type(value) is int and value >= 16):
+            message = "max_tokens must be auto (sized per request) or an integer cap of at least 16, not {value}"
+            raise PydanticCustomError("max_tokens", message, {"value": repr(value)})
+        return data
 
 
 class BrainstormParams(Section):
@@ -65,10 +79,36 @@ class BrainstormParams(Section):
 
 
 class GenerateParams(Section):
-    kinds: dict[TaskKind, float] = Field(default_factory=lambda: dict.fromkeys(get_args(TaskKind), 1.0))
+    # Weights by kind, or a named mix: paper (the paper's realised mix, synth/taxonomy.py), auto (paper for hosted
+    # models, uniform for the offline local model, whose few examples must show every kind).
+    kinds: dict[TaskKind, float] | Literal["auto", "paper"] = "auto"
     num_examples: int = Field(24, ge=1)
     languages: list[str] | Literal["all"] = ["English"]
     output: str = "data/synthetic/examples.jsonl"
+    # Corpus-grounded generation (docs/generation.md): your documents (BEIR folder, JSONL or plain text, .gz ok);
+    # the LLM writes a task and a query for each sampled document. None: off.
+    corpus: str | None = None
+    grounded_examples: int = Field(24, ge=1)  # documents sampled with seed, without replacement
+    grounded_output: str = "data/synthetic/grounded.jsonl"  # a labeled set: list it in prepare.labeled
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kinds_are_a_mix_or_weights(cls, data: object) -> object:
+        """One line for a bad value (pydantic's own error names each branch of the union)."""
+        from pydantic_core import PydanticCustomError
+
+        value = data.get("kinds", "auto") if isinstance(data, dict) else "auto"
+        if not isinstance(value, dict):
+            if value in ("auto", "paper"):
+                return data
+            problem = f"must be auto, paper or a mapping of kind to weight, not {value!r}"
+        elif unknown := [kind for kind in value if kind not in get_args(TaskKind)]:
+            problem = f"has the unknown kind {unknown[0]!r}; kinds: {', '.join(get_args(TaskKind))}"
+        elif bad := [kind for kind, weight in value.items() if type(weight) not in (int, float) or weight < 0]:
+            problem = f"gives {bad[0]} the weight {value[bad[0]]!r}; a weight is a number >= 0"
+        else:
+            return data
+        raise PydanticCustomError("kinds", "kinds {problem}", {"problem": problem})
 
 
 class PrepareParams(Section):
@@ -80,8 +120,27 @@ class PrepareParams(Section):
     validation_fraction: float = Field(0.05, ge=0, lt=1)
     mine_negatives: bool = True
     negative_miner: str = "builtin:all-MiniLM-L6-v2"
-    negative_skip_top: int = Field(3, ge=0)
+    # Mined from the labeled positives plus this corpus (a file or BEIR folder; None: the positives only).
+    negative_corpus: str | None = "data/eval/scifact"
+    negative_rank_min: int = Field(3, ge=0)  # skip the top ranks below the positives (likely false negatives)
+    negative_rank_max: int = Field(100, ge=1)  # the paper mines from the top 100
+    negative_margin: float | None = Field(0.05, ge=0, lt=1)  # relative: a negative scores >= 5% below the positive
+    negatives_per_query: int = Field(1, ge=1)  # the paper trains with one; more repeat the pair with each
+    # Contamination audit against the bundled evaluation tasks (data/contamination.py): a shared word n-gram of
+    # this length (or a whole shorter test text), or a query this similar to a retrieval/reranking test query
+    # (None: n-grams only), flags a record; more than contamination_limit flagged for one task stops the stage.
+    contamination_ngram: int = Field(13, ge=1)
+    contamination_similarity: float | None = Field(0.95, gt=0, le=1)
+    contamination_limit: int = Field(0, ge=0)
     output_dir: str = "data/train"
+
+    @model_validator(mode="after")
+    def _window(self) -> PrepareParams:
+        if self.negatives_per_query > self.negative_rank_max - self.negative_rank_min:
+            raise ValueError(
+                "the ranks negative_rank_min..negative_rank_max hold fewer candidates than negatives_per_query"
+            )
+        return self
 
 
 class LoraParams(Section):
@@ -124,7 +183,7 @@ class TrainParams(Section):
 
 
 class EvaluateParams(Section):
-    tasks: list[str] = ["SciFact", "STSBenchmark"]
+    tasks: list[str] = ["suite:cpu"]  # all seven categories on fixed subsets (evaluate/tasks/suites.py)
     # Subsampling for small compute budgets (None = the whole test split; a subset is not comparable to MTEB):
     # max_queries caps retrieval queries, STS pairs and classification test texts; max_documents caps the
     # retrieval corpus (every judged document of the kept queries stays, plus seeded random distractors).
@@ -136,6 +195,9 @@ class EvaluateParams(Section):
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
     data_dir: str | None = None  # bundled task data; None: the package's copy of the repository's data/eval
     results_dir: str = "metrics/mteb"
+    # Vectors per model fingerprint, precision and prompt: a text is encoded once per model across tasks and
+    # runs (None: no cache). Keyed by content, so it is never stale and needs no DVC tracking.
+    cache_dir: str | None = ".cache/embeddings"
 
 
 class RegisterParams(Section):
@@ -152,10 +214,6 @@ class MlflowParams(Section):
 
     tracking_uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides it
     experiment: str = Field("synthembed", min_length=1)
-
-
-# ``register`` is a stage name; pydantic warns only because ABCMeta also has a ``register`` method.
-warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
 # Params land in dvc.lock, MLflow and logs, so no string in them may carry a credential.
@@ -180,27 +238,32 @@ def credential_path(data: object, path: str = "") -> str | None:
     return None
 
 
-class Params(Section):
-    """The whole of ``params.yaml``."""
+# ``register`` is a stage name; pydantic warns (when the class is made) only because ABCMeta also has a
+# ``register`` method. The filter holds for this class statement only, not for the process.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
-    seed: int = 42
-    model: ModelParams = ModelParams()
-    llm: LLMParams = LLMParams()
-    brainstorm: BrainstormParams = BrainstormParams()
-    generate: GenerateParams = GenerateParams()
-    prepare: PrepareParams = PrepareParams()
-    lora: LoraParams = LoraParams()
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    register: RegisterParams = RegisterParams()
-    mlflow: MlflowParams = MlflowParams()
+    class Params(Section):
+        """The whole of ``params.yaml``."""
 
-    @model_validator(mode="after")
-    def _no_credentials(self) -> Params:
-        if found := credential_path(self.model_dump()):
-            home = CREDENTIAL_HOME.get(found.split(".")[0], "environment variables (e.g. OPENAI_API_KEY)")
-            raise ValueError(f"{found}: credentials belong in {home}, never in params.yaml")
-        return self
+        seed: int = 42
+        model: ModelParams = ModelParams()
+        llm: LLMParams = LLMParams()
+        brainstorm: BrainstormParams = BrainstormParams()
+        generate: GenerateParams = GenerateParams()
+        prepare: PrepareParams = PrepareParams()
+        lora: LoraParams = LoraParams()
+        train: TrainParams = TrainParams()
+        evaluate: EvaluateParams = EvaluateParams()
+        register: RegisterParams = RegisterParams()
+        mlflow: MlflowParams = MlflowParams()
+
+        @model_validator(mode="after")
+        def _no_credentials(self) -> Params:
+            if found := credential_path(self.model_dump()):
+                home = CREDENTIAL_HOME.get(found.split(".")[0], "environment variables (e.g. OPENAI_API_KEY)")
+                raise ValueError(f"{found}: credentials belong in {home}, never in params.yaml")
+            return self
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

@@ -60,11 +60,14 @@ SINGLE_PROCESS = Distributed()
 
 @dataclass(frozen=True)
 class Runtime:
+    """What :func:`start` found, handed on from the entry point (whether the hub is off stays the environment's
+    to say: :func:`hub_offline`)."""
+
     distributed: Distributed = field(default_factory=Distributed)
-    offline: bool = False
 
 
 def start(*, offline: bool = False) -> Runtime:
-    """Apply the defaults (``offline`` adds the model-hub ones) and read this process's rank."""
+    """Apply the defaults (``offline`` adds the model-hub ones, so :func:`hub_offline` holds unless the user
+    said otherwise) and read this process's rank."""
     set_defaults(LITELLM, QUIET, *([HUB] if offline else []))
-    return Runtime(Distributed.from_environment(), offline)
+    return Runtime(Distributed.from_environment())

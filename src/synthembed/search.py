@@ -19,9 +19,10 @@ from typing import Literal
 
 import numpy as np
 
+from synthembed.corpus import corpus_file, read_corpus
 from synthembed.encoder.inputs import check_texts
 from synthembed.errors import UserError
-from synthembed.io import atomic_write, check_writable, read_records, write_json
+from synthembed.io import atomic_write, check_writable, write_json
 from synthembed.params import Params
 
 Backend = Literal["numpy", "faiss"]
@@ -30,18 +31,6 @@ EMBEDDINGS_FILE = "embeddings.npy"
 MANIFEST_FILE = "manifest.json"
 FAISS_FILE = "faiss.index"
 INDEX_FILES = (EMBEDDINGS_FILE, MANIFEST_FILE, FAISS_FILE)
-
-
-@dataclass(frozen=True)
-class Document:
-    id: str
-    text: str
-    title: str = ""
-
-    @property
-    def content(self) -> str:
-        """What gets embedded: the BEIR convention of title, a space, then the text."""
-        return f"{self.title} {self.text}".strip()
 
 
 @dataclass(frozen=True)
@@ -65,27 +54,6 @@ class SearchResults:
         return [
             {"query": q, "hits": [asdict(h) for h in hits]} for q, hits in zip(self.queries, self.hits, strict=True)
         ]
-
-
-def read_corpus(path: str | Path) -> list[Document]:
-    """Documents from plain lines, JSONL with ``text`` and optional ``id``, or BEIR (``_id``, ``title``, ``text``).
-
-    A document without an id is named by its line number counted from 0, as docs/serving.md promises: a blank
-    line is skipped but keeps its number, so the ids of the lines after it do not shift.
-    """
-    documents = []
-    for number, row in read_records(path):
-        ident = row.get("_id", row.get("id", number - 1))
-        title = row.get("title") or ""
-        if not isinstance(title, str):
-            raise UserError(f"{path}: document {ident} has a title that is not a string")
-        documents.append(Document(str(ident), row["text"], title))
-    ids = [d.id for d in documents]
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise UserError(f"{path}: document id {duplicate!r} occurs more than once")
-    check_texts([d.content for d in documents], name=f"{path}: document")
-    return documents
 
 
 def default_index_dir(corpus: str | Path) -> Path:
@@ -241,7 +209,7 @@ def run_search(
     check_texts(queries, name="QUERIES")
     if k < 1:
         raise UserError("--top-k must be at least 1")
-    corpus = Path(corpus)
+    corpus = corpus_file(corpus)
     documents = read_corpus(corpus)
     index_dir = Path(index_dir) if index_dir is not None else default_index_dir(corpus)
     check_index_dir(index_dir)

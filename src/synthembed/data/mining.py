@@ -1,44 +1,72 @@
-"""Hard-negative mining for labeled sets that ship without negatives (as the paper did with mE5).
+"""Hard negatives for labeled sets that ship without them, mined as the paper did: from the top ranks of a
+reference encoder over the corpus the documents come from.
 
-Every query is ranked against the set's own documents under a reference encoder. Its positives are removed,
-then the first ``skip_top`` remaining ranks are skipped: unjudged documents that score that high are often
-relevant too (false negatives), and training to push them away hurts.
+sentence-transformers' ``mine_hard_negatives`` does the ranking. Every query's own positives (all of them, when a
+query has several) are excluded; the candidates are the ranks ``rank_min``..``rank_max`` below them, and a
+candidate scoring within ``margin`` (relative) of the positive is dropped: unjudged documents that close to the
+query are often relevant too (false negatives), and training to push them away hurts. A query left without a
+candidate keeps no negative and trains on in-batch negatives only.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import replace
+from pathlib import Path
 
-import numpy as np
-
+from synthembed.corpus import read_corpus
 from synthembed.data.records import TrainRecord
-from synthembed.params import ModelParams
+from synthembed.params import ModelParams, PrepareParams
 
 MINER_MAX_SEQ_LENGTH = 256
+# The library's own embedding cache, one folder per miner fingerprint (its file names hash only the texts), so
+# the corpus is embedded once per miner, not on every run of the stage.
+MINING_CACHE_DIR = Path(".cache/mining")
 
 
-def mine_negatives(records: list[TrainRecord], miner: str, skip_top: int) -> list[TrainRecord]:
-    """Fill ``negative`` where it is missing; records that already have one are returned unchanged."""
-    todo = [i for i, record in enumerate(records) if record.negative is None]
-    if not todo:
-        return records
+def mine_negatives(records: list[TrainRecord], params: PrepareParams) -> tuple[list[TrainRecord], dict[str, float]]:
+    """Records with a mined negative where they had none (``negatives_per_query`` records per query and
+    positive, one negative each), and statistics of the mining. Records that already have one are kept as
+    they are."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
     from synthembed.encoder import Embedder
 
-    documents = sorted({record.positive for record in records})
-    doc_index = {doc: i for i, doc in enumerate(documents)}
-    positives: dict[str, set[int]] = {}
+    todo = [record for record in records if record.negative is None]
+    if not todo:
+        return records, {}
+    corpus = sorted({record.positive for record in records})
+    if params.negative_corpus is not None:
+        corpus = sorted(set(corpus) | {document.content for document in read_corpus(params.negative_corpus)})
+    miner = Embedder.load(params.negative_miner, ModelParams(max_seq_length=MINER_MAX_SEQ_LENGTH, dtype="fp32"))
+    # Every record's positive counts as its query's, also where the record already has a negative.
+    pairs = Dataset.from_dict({"query": [r.query for r in records], "positive": [r.positive for r in records]})
+    mined = mine_hard_negatives(
+        pairs,
+        miner.model,
+        corpus=corpus,
+        range_min=params.negative_rank_min,
+        range_max=params.negative_rank_max,
+        relative_margin=params.negative_margin,
+        num_negatives=params.negatives_per_query,
+        sampling_strategy="top",
+        output_format="triplet",
+        batch_size=miner.batch_size,
+        cache_folder=str(MINING_CACHE_DIR / miner.fingerprint()),
+        verbose=False,
+    )
+    negatives: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for row in mined:
+        negatives[(row["query"], row["positive"])].append(row["negative"])
+    out = []
     for record in records:
-        positives.setdefault(record.query, set()).add(doc_index[record.positive])
-    queries = sorted({records[i].query for i in todo})
-    embedder = Embedder.load(miner, ModelParams(max_seq_length=MINER_MAX_SEQ_LENGTH, dtype="fp32"))
-    doc_vectors = embedder.encode(documents, show_progress=len(documents) > 256)
-    query_vectors = embedder.encode(queries, show_progress=len(queries) > 256)
-    chosen = {}
-    for query, ranking in zip(queries, np.argsort(-(query_vectors @ doc_vectors.T), axis=1), strict=True):
-        candidates = [int(d) for d in ranking if int(d) not in positives[query]]
-        if candidates:
-            chosen[query] = documents[candidates[min(skip_top, len(candidates) - 1)]]
-    out = list(records)
-    for i in todo:
-        out[i] = replace(records[i], negative=chosen.get(records[i].query))
-    return out
+        found = negatives.get((record.query, record.positive), []) if record.negative is None else []
+        out += [replace(record, negative=negative) for negative in found] or [record]
+    stats = {
+        "corpus": len(corpus),
+        "pairs": len(todo),
+        "pairs_with_negative": sum((r.query, r.positive) in negatives for r in todo),
+        "negatives": sum(len(negatives.get((r.query, r.positive), [])) for r in todo),
+    }
+    return out, stats

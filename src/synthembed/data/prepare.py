@@ -6,17 +6,20 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
+from synthembed.data.contamination import audit, check_contamination
 from synthembed.data.labeled import read_labeled
 from synthembed.data.mining import mine_negatives
-from synthembed.data.records import TrainRecord
+from synthembed.data.records import TRAIN_FILE, VALIDATION_FILE, TrainRecord
 from synthembed.data.synthetic import read_synthetic
 from synthembed.errors import UserError
-from synthembed.io import write_jsonl
-from synthembed.params import Params
+from synthembed.evaluate.run import data_dir
+from synthembed.io import write_json, write_jsonl
+from synthembed.params import Params, PrepareParams
 from synthembed.pipeline.stage import StageResult
 
-TRAIN_FILE, VALIDATION_FILE = "train.jsonl", "validation.jsonl"
+CONTAMINATION_FILE = "contamination.json"
 
 
 def deduplicate(records: list[TrainRecord], seen: set[tuple[str, str, str]]) -> list[TrainRecord]:
@@ -51,6 +54,27 @@ def weigh(records: list[TrainRecord], weight: float, cap: int | None, rng: rando
     return repeated[:target]
 
 
+def nothing_to_train(params: PrepareParams) -> UserError:
+    return UserError(f"no training records: {params.synthetic} holds no usable examples and prepare.labeled adds none")
+
+
+def audit_sources(config: Params, records: list[TrainRecord]) -> dict[str, Any]:
+    """The contamination report of every record against the evaluation tasks, written to
+    ``output_dir/contamination.json`` before the limit is checked, so a stopped run keeps the whole list."""
+    params = config.prepare
+    cache = Path(config.evaluate.cache_dir) if config.evaluate.cache_dir else None
+    report = audit(
+        records,
+        data_dir(config),
+        ngram=params.contamination_ngram,
+        similarity=params.contamination_similarity,
+        cache_dir=cache,
+    )
+    write_json(Path(params.output_dir) / CONTAMINATION_FILE, report)
+    check_contamination(report, params.contamination_limit)
+    return report
+
+
 def run_prepare(config: Params) -> StageResult:
     """Write ``train.jsonl`` and ``validation.jsonl`` under ``prepare.output_dir``; return the metrics."""
     params = config.prepare
@@ -61,16 +85,20 @@ def run_prepare(config: Params) -> StageResult:
         if not Path(path).exists():
             raise UserError(f"labeled set {path} not found (prepare.labeled)")
         sources.append((Path(path).stem, read_labeled(path), params.labeled_weight))
+    everything = [record for _, records, _ in sources for record in records]
+    if not everything:
+        raise nothing_to_train(params)
+    contamination = audit_sources(config, everything)
 
     seen: set[tuple[str, str, str]] = set()
     train: list[TrainRecord] = []
     validation: list[TrainRecord] = []
-    per_source: dict[str, dict[str, int]] = {}
+    per_source: dict[str, dict[str, Any]] = {}
     for name, records, weight in sources:
         unique = deduplicate(records, seen)
-        missing = sum(record.negative is None for record in unique)
-        if params.mine_negatives and name != "synthetic" and missing:
-            unique = mine_negatives(unique, params.negative_miner, params.negative_skip_top)
+        mining: dict[str, float] = {}
+        if params.mine_negatives and name != "synthetic":
+            unique, mining = mine_negatives(unique, params)
         capped = weigh(unique, min(weight, 1.0), params.max_per_source, rng)
         source_train, source_validation = split_by_query(capped, params.validation_fraction, rng)
         source_train = weigh(source_train, max(weight, 1.0), None, rng) if weight > 1 else source_train
@@ -79,14 +107,12 @@ def run_prepare(config: Params) -> StageResult:
         per_source[name] = {
             "read": len(records),
             "duplicates": len(records) - len(unique),
-            "mined_negatives": missing - sum(r.negative is None for r in unique) if name != "synthetic" else 0,
+            "mining": mining,
             "train": len(source_train),
             "validation": len(source_validation),
         }
     if not train:
-        raise UserError(
-            f"no training records: {params.synthetic} holds no usable examples and prepare.labeled adds none"
-        )
+        raise nothing_to_train(params)
     rng.shuffle(train)
     out = Path(params.output_dir)
     write_jsonl(out / TRAIN_FILE, (record.to_json() for record in train))
@@ -102,6 +128,7 @@ def run_prepare(config: Params) -> StageResult:
         "sources": per_source,
         "kinds": {kind: {"train": c["train"], "validation": c["validation"]} for kind, c in sorted(kinds.items())},
         "skipped_synthetic": dict(sorted(skipped.items())),
+        "contamination": {key: value for key, value in contamination.items() if key != "flagged_queries"},
     }
     summary = (
         f"prepared {metrics['train']} training and {metrics['validation']} validation records "

@@ -9,6 +9,9 @@ from typing import Any
 from synthembed.errors import UserError
 from synthembed.io import read_jsonl
 
+# The files prepare writes under prepare.output_dir and train reads.
+TRAIN_FILE, VALIDATION_FILE = "train.jsonl", "validation.jsonl"
+
 
 @dataclass(frozen=True)
 class TrainRecord:

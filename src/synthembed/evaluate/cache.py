@@ -26,9 +26,6 @@ import numpy as np
 
 from synthembed.io import atomic_write
 
-# Beside the working directory's other caches (ignored by git); results do not depend on it.
-CACHE_DIR = Path(".cache/embeddings")
-
 
 class EmbeddingCache:
     """The vectors one model (in one precision) has already produced, read from and appended to ``directory``."""

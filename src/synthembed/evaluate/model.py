@@ -47,7 +47,7 @@ class EmbedderEncoder(AbsEncoder):
             embedder = embedder.with_convention(
                 replace(embedder.convention, takes_instructions=instructions == "always")
             )
-        self.model = embedder
+        self.embedder = embedder
         self.cache = cache
         self.use_instructions = embedder.convention.takes_instructions
         self.mteb_model_meta = ModelMeta.create_empty(
@@ -76,13 +76,13 @@ class EmbedderEncoder(AbsEncoder):
     ) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
         if prompt_type == PromptType.document:
-            prompt, encode = "", self.model.encode_documents
+            prompt, encode = "", self.embedder.encode_documents
         else:
             # "" (a task without an instruction) means no instruction at all, not the model's default one.
             task = task_instruction(task_metadata) if self.use_instructions else ""
-            prompt = self.model.convention.prefix(task)
+            prompt = self.embedder.convention.prefix(task)
 
             def encode(batch: list[str]) -> np.ndarray:
-                return self.model.encode_queries(batch, instruction=task)
+                return self.embedder.encode_queries(batch, instruction=task)
 
         return encode(texts) if self.cache is None else self.cache.encode(texts, prompt, encode)

@@ -11,7 +11,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthembed.encoder import Embedder
-from synthembed.evaluate.cache import CACHE_DIR, EmbeddingCache
+from synthembed.evaluate.cache import EmbeddingCache
 from synthembed.evaluate.model import EmbedderEncoder
 from synthembed.evaluate.tasks import SubsetSizes, build_tasks
 from synthembed.params import Params
@@ -66,9 +66,7 @@ def report(model: str, tasks: dict[str, dict[str, Any]], categories: dict[str, s
     return "\n".join(lines)
 
 
-def run_evaluate(
-    config: Params, model: str, tasks: list[str] | None = None, cache_dir: Path | None = CACHE_DIR
-) -> StageResult:
+def run_evaluate(config: Params, model: str, tasks: list[str] | None = None) -> StageResult:
     """Score ``model`` on ``tasks`` (bundled names or BEIR folders; default ``evaluate.tasks``).
 
     The metrics hold each task's scores, ``average`` (per category and overall, the paper's layout) and
@@ -78,7 +76,7 @@ def run_evaluate(
     that was subsampled (``evaluate.max_queries`` / ``max_documents``) records the evaluated sizes under
     ``subset``: such a score is not comparable to MTEB's published numbers. Every task records the
     ``precision`` it was encoded in (``evaluate.precision``, fp32 by default) and its wall time. Vectors are
-    kept in ``cache_dir`` (None: no cache), so a text is encoded once per model and precision.
+    kept in ``evaluate.cache_dir`` (None: no cache), so a text is encoded once per model and precision.
     """
     import mteb
 
@@ -86,8 +84,8 @@ def run_evaluate(
     built = build_tasks(tasks or config.evaluate.tasks, data_dir(config), sizes)
     embedder = Embedder.load(model, config.model.model_copy(update={"dtype": config.evaluate.precision}))
     cache = None
-    if cache_dir is not None:
-        cache = EmbeddingCache.for_model(cache_dir, embedder.fingerprint(), embedder.precision)
+    if config.evaluate.cache_dir is not None:
+        cache = EmbeddingCache.for_model(Path(config.evaluate.cache_dir), embedder.fingerprint(), embedder.precision)
     encoder = EmbedderEncoder(embedder, model_name(model), config.evaluate.instructions, cache)
     results = mteb.ResultCache(cache_path=config.evaluate.results_dir)
     scores: dict[str, dict[str, Any]] = {}

@@ -2,12 +2,14 @@
 
 :func:`run_stage` calls the stage's function inside one MLflow run (its params sections, a hash of its inputs,
 provenance tags), writes the metrics file and table the declaration names, and logs them with the numeric
-metrics; ``track=False`` skips MLflow (the stage's files are written all the same).
+metrics; ``track=False`` skips MLflow (the stage's files are written all the same). The process's rank comes
+from the entry point's runtime (``distributed``); a function that takes one (train) gets it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -19,6 +21,7 @@ from synthembed.io import write_csv, write_json
 from synthembed.params import Params
 from synthembed.pipeline.stage import Stage, StageResult, table_path
 from synthembed.pipeline.stages import PIPELINE
+from synthembed.runtime import SINGLE_PROCESS, Distributed
 
 SAMPLE_LINES = 20  # the lines of a large JSONL output that MLflow keeps as a sample
 
@@ -37,16 +40,25 @@ def run_stage(
     metrics: str | Path | None = None,
     inputs: Iterable[str | Path] = (),
     track: bool = True,
+    distributed: Distributed = SINGLE_PROCESS,
     **arguments: Any,
 ) -> StageResult:
     """Run ``stage`` with ``config``; ``arguments`` override the declared ones, ``metrics`` the metrics path
-    (an ad hoc evaluation), ``inputs`` add files to the hashed inputs (a model folder named on the command line)."""
+    (an ad hoc evaluation), ``inputs`` add files to the hashed inputs (a model folder named on the command line).
+
+    ``distributed`` is the rank the entry point's runtime read: the stage's function gets it when it takes a
+    ``distributed`` argument, and a rank other than the main one only runs the function (the main rank writes
+    the stage's files and records its run)."""
     stage = stage_named(stage) if isinstance(stage, str) else stage
     metrics_path = Path(metrics or stage.metrics)
     if table_path(metrics_path) == metrics_path:
         raise UserError(f"metrics file {metrics_path} would be overwritten by its own table (.csv); name a .json file")
     function = stage.function()
     arguments = {**stage.arguments(config), **arguments}
+    if "distributed" in inspect.signature(function).parameters:
+        arguments["distributed"] = distributed
+    if not distributed.is_main:
+        return function(config, **arguments)
     with _tracked(stage, config, [*stage.inputs(config), *inputs], track) as run:
         result = function(config, **arguments)
         write_json(metrics_path, result.metrics)

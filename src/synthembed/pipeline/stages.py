@@ -41,21 +41,30 @@ GENERATE = Stage(
     help="Write one training example per sampled request (kind, task and template parameters drawn with seed).",
     runs="synthembed.synth.generate:run_generate",
     sections=("seed", "llm", "generate", "brainstorm.output"),
-    code=BRAINSTORM.code,
+    code=(*BRAINSTORM.code, "corpus.py"),  # corpus.py: grounded generation reads generate.corpus
     assets=("prompts/generate",),
-    inputs=lambda config: [config.brainstorm.output],
-    outputs=lambda config: [config.generate.output],
+    inputs=lambda config: [config.brainstorm.output, *([config.generate.corpus] if config.generate.corpus else [])],
+    outputs=lambda config: [
+        config.generate.output,
+        *([config.generate.grounded_output] if config.generate.corpus else []),
+    ],
     metrics="metrics/generate.json",
     logged="sample",
 )
 
 PREPARE = Stage(
     name="prepare",
-    help="Turn synthetic examples and labeled sets into training and validation records.",
+    help="Turn synthetic examples and labeled sets into training and validation records, mining hard negatives "
+    "and auditing every record against the evaluation tasks.",
     runs="synthembed.data.prepare:run_prepare",
-    sections=("seed", "prepare"),
-    code=("data", "encoder"),
-    inputs=lambda config: [config.prepare.synthetic, *config.prepare.labeled],
+    sections=("seed", "prepare", "evaluate.data_dir"),
+    code=("data", "encoder", "corpus.py", "evaluate"),  # evaluate: the tasks the contamination audit reads
+    inputs=lambda config: [
+        config.prepare.synthetic,
+        *config.prepare.labeled,
+        *([config.prepare.negative_corpus] if config.prepare.mine_negatives and config.prepare.negative_corpus else []),
+        *evaluation_data(config),
+    ],
     outputs=lambda config: [config.prepare.output_dir],
     metrics="metrics/prepare.json",
 )

@@ -10,14 +10,16 @@ from synthembed.io import write_jsonl
 from synthembed.params import Params
 from synthembed.pipeline.stage import StageResult
 from synthembed.synth import prompts
+from synthembed.synth.budget import capped, task_list_tokens
 from synthembed.synth.client import LLMClient, Reply, Request
 from synthembed.synth.parsing import extract_json, salvage_strings
-from synthembed.synth.stage import llm_metrics, llm_result, request_seed, require_accepted
+from synthembed.synth.stage import budget_metrics, llm_metrics, llm_result, request_seed, require_accepted
 from synthembed.synth.taxonomy import BRAINSTORM_SCHEMA, validate_tasks
 
 
 def brainstorm_requests(config: Params) -> list[Request]:
     settings = config.brainstorm
+    size = task_list_tokens(settings.tasks_per_request)
     requests = []
     for kind in dict.fromkeys(settings.kinds):
         prompt = prompts.render("brainstorm", kind, num_tasks=settings.tasks_per_request)
@@ -27,8 +29,9 @@ def brainstorm_requests(config: Params) -> list[Request]:
                     messages=prompts.messages(prompt),
                     schema_name=f"brainstorm_{kind}",
                     schema=BRAINSTORM_SCHEMA,
+                    max_tokens=capped(size, config.llm.max_tokens),
                     seed=request_seed(config.seed, "brainstorm", kind, index),
-                    meta={"kind": kind, "request": index},
+                    meta={"kind": kind, "request": index, "answer_tokens": size},
                 )
             )
     return requests
@@ -76,4 +79,5 @@ def run_brainstorm(config: Params) -> StageResult:
     metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(rows), rejected)
     metrics["tasks_per_kind"] = {kind: counts["tasks"] for kind, counts in sorted(per_kind.items())}
     metrics["per_kind"] = {kind: dict(counts) for kind, counts in sorted(per_kind.items())}
-    return llm_result("brainstorm", metrics, "tasks", config.llm.warn_rejected_fraction)
+    metrics |= budget_metrics(requests)
+    return llm_result("brainstorm", metrics, "tasks", config.llm)

@@ -84,5 +84,9 @@ class Journal:
         os.fsync(self._handle.fileno())
         self.entries[entry["key"]] = entry
 
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
+
     def close(self) -> None:
         self._handle.close()

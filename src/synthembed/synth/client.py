@@ -11,7 +11,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class Request:
     messages: list[dict[str, str]]
     schema_name: str
     schema: dict[str, Any]
+    max_tokens: int  # sized per request (``synth.budget``)
     seed: int | None = None  # a sampling seed per request: repeated prompts still get distinct answers
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -47,6 +48,12 @@ class Reply:
     model: str | None = None
     source: str = "llm"  # llm | cache | journal
     error: str | None = None
+    finish_reason: str | None = None  # as LiteLLM reports it: stop, length, ...
+
+    @property
+    def truncated(self) -> bool:
+        """The answer stopped at ``max_tokens``: the local decoder cut a value, or a provider said so."""
+        return self.finish_reason == "length"
 
 
 # What ``on_reply`` returns: None for an accepted answer, else the rejection reason.
@@ -66,6 +73,17 @@ class Stats:
     skipped_for_budget: int = 0
     budget_exhausted: bool = False
 
+    def since(self, earlier: Stats) -> Stats:
+        """What was counted after ``earlier`` (a copy taken then): counts subtracted, the budget flag as now."""
+        names = [f.name for f in fields(self) if f.name != "budget_exhausted"]
+        counts = {name: getattr(self, name) - getattr(earlier, name) for name in names}
+        return Stats(**counts, budget_exhausted=self.budget_exhausted)
+
+
+def is_local(model: str) -> bool:
+    """Whether ``model`` is served in-process by the offline provider (``local/<builtin name>``)."""
+    return model.startswith("local/")
+
 
 class LLMClient:
     """Send requests concurrently through a LiteLLM Router, answering from journal or cache where possible."""
@@ -77,7 +95,7 @@ class LLMClient:
         from synthembed.synth.cache import Journal
 
         self.settings = settings
-        if any(model.startswith("local/") for model in (settings.model, *settings.fallbacks)):
+        if any(is_local(model) for model in (settings.model, *settings.fallbacks)):
             from synthembed.synth.local_provider import register
 
             register()
@@ -114,11 +132,11 @@ class LLMClient:
                 deployment["api_key"] = PLACEHOLDER_KEY
         return deployment
 
-    def sampling(self) -> dict[str, Any]:
+    def sampling(self, request: Request) -> dict[str, Any]:
         return {
             "temperature": self.settings.temperature,
             "top_p": self.settings.top_p,
-            "max_tokens": self.settings.max_tokens,
+            "max_tokens": request.max_tokens,
         }
 
     def request_key(self, request: Request) -> str:
@@ -129,13 +147,18 @@ class LLMClient:
             "messages": request.messages,
             "schema": request.schema,
             "seed": request.seed,
-            **self.sampling(),
+            **self.sampling(request),
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     def run(self, requests: Iterable[Request], on_reply: Callable[[Reply], Outcome], desc: str) -> Stats:
-        """Answer every request (or stop at the budget); ``on_reply`` parses each answer as it arrives."""
+        """Answer every request (or stop at the budget); ``on_reply`` parses each answer as it arrives.
+
+        A client may run several batches (generate's examples, then its grounded requests): the counts and the
+        budget run on across them, and each run reopens the journal that the previous one closed."""
         requests = list(requests)
+        if self.journal.closed:
+            self.journal = type(self.journal)(self.journal.path)
         try:
             with litellm_settings(Path(self.settings.cache_dir) / "responses"):
                 asyncio.run(self._run_all(requests, on_reply, desc))
@@ -175,7 +198,10 @@ class LLMClient:
         entry = self.journal.get(key)
         if entry is not None:
             self.stats.journal_hits += 1
-            return Reply(request, content=entry["content"], model=entry["model"], source="journal")
+            finish = entry.get("finish_reason")
+            return Reply(
+                request, content=entry["content"], model=entry["model"], source="journal", finish_reason=finish
+            )
         if self._over_budget():
             self.stats.skipped_for_budget += 1
             return None
@@ -198,7 +224,7 @@ class LLMClient:
                 response_format=response_format(request.schema_name, request.schema),
                 caching=True,
                 seed=request.seed,
-                **self.sampling(),
+                **self.sampling(request),
             )
         except litellm.AuthenticationError as exc:
             raise UserError(self._refused_key(exc)) from None
@@ -220,6 +246,7 @@ class LLMClient:
         self._answered = True
         hidden = getattr(response, "_hidden_params", {}) or {}
         content = response.choices[0].message.content or ""
+        finish = response.choices[0].finish_reason
         model = response.model or self.settings.model
         if hidden.get("cache_hit"):
             self.stats.cache_hits += 1
@@ -234,8 +261,10 @@ class LLMClient:
                 self.stats.unpriced_replies += 1
                 cost = 0.0
             self.stats.cost_usd += cost
-        self.journal.append({"key": key, "model": model, "content": content, "cost_usd": cost, "at": time.time()})
-        return Reply(request, content=content, model=model, source="cache" if hidden.get("cache_hit") else "llm")
+        entry = {"key": key, "model": model, "content": content, "finish_reason": finish, "cost_usd": cost}
+        self.journal.append({**entry, "at": time.time()})
+        source = "cache" if hidden.get("cache_hit") else "llm"
+        return Reply(request, content=content, model=model, source=source, finish_reason=finish)
 
     def _refused_key(self, exc: Exception) -> str:
         """A 401 as one line that names the variable to set."""
@@ -274,7 +303,7 @@ def _check_provider(model: str) -> None:
     """A model string whose provider LiteLLM does not know is a configuration error, found before sending."""
     import litellm
 
-    if model.startswith("local/"):
+    if is_local(model):
         return
     try:
         litellm.get_llm_provider(model)
@@ -311,7 +340,7 @@ def _missing_key_variables(model: str) -> list[str]:
     """The API-key variables that ``model``'s provider needs and the environment lacks (none for local/...)."""
     import litellm
 
-    if model.startswith("local/"):
+    if is_local(model):
         return []
     missing = litellm.validate_environment(model=model).get("missing_keys") or []
     return [name for name in missing if name.endswith("_API_KEY")]

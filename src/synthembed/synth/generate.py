@@ -2,13 +2,16 @@
 
 Requests are planned up front from ``seed`` alone (kind by weight, task uniformly from the brainstormed ones,
 template parameters from the paper's spaces in ``taxonomy``), so a re-run or a resumed run asks for exactly
-the same prompts.
+the same prompts; each request's ``max_tokens`` is sized from its kind and parameters (``budget``).
 sts and bitext have no brainstormed task: their prompts come from the template parameters only, and their
 records carry the fixed instruction the paper trains them with (``taxonomy.FIXED_TASKS``).
+With ``generate.corpus`` set, the same client then asks for a task and a query per sampled corpus document
+(``grounded``), written to ``generate.grounded_output``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -22,16 +25,23 @@ from synthembed.errors import UserError
 from synthembed.io import read_jsonl, write_jsonl
 from synthembed.params import Params
 from synthembed.pipeline.stage import StageResult
-from synthembed.synth import prompts
-from synthembed.synth.client import LLMClient, Reply, Request
+from synthembed.synth import grounded, prompts
+from synthembed.synth.budget import answer_tokens, capped
+from synthembed.synth.client import LLMClient, Reply, Request, is_local
 from synthembed.synth.parsing import extract_json
-from synthembed.synth.stage import llm_metrics, llm_result, request_seed, require_accepted
-from synthembed.synth.taxonomy import FIXED_TASKS, allowed_languages, json_schema, sample_params, validate
+from synthembed.synth.stage import budget_metrics, llm_metrics, llm_result, request_seed, require_accepted
+from synthembed.synth.taxonomy import FIXED_TASKS, allowed_languages, json_schema, kind_weights, sample_params, validate
+
+
+def weights_of(config: Params) -> dict[str, float]:
+    """``generate.kinds`` resolved for ``llm.model`` (``auto`` depends on whether the model is the local one)."""
+    return kind_weights(config.generate.kinds, is_local(config.llm.model))
 
 
 def load_tasks(config: Params) -> dict[str, list[str]]:
     """Brainstormed tasks per kind, for every weighted kind that needs them."""
-    needed = [k for k, w in config.generate.kinds.items() if w > 0 and k not in FIXED_TASKS]
+    weights = weights_of(config)
+    needed = [k for k, w in weights.items() if w > 0 and k not in FIXED_TASKS]
     if not needed:
         return {}
     path = Path(config.brainstorm.output)
@@ -42,7 +52,7 @@ def load_tasks(config: Params) -> dict[str, list[str]]:
         if isinstance(row.get("kind"), str) and isinstance(row.get("task"), str):
             tasks[row["kind"]].append(row["task"])
     missing = [kind for kind in needed if not tasks.get(kind)]
-    if len(missing) == len(needed) and not any(config.generate.kinds.get(k, 0) > 0 for k in FIXED_TASKS):
+    if len(missing) == len(needed) and not any(weights.get(k, 0) > 0 for k in FIXED_TASKS):
         raise UserError(f"{path} holds no task for any weighted kind ({', '.join(missing)}); brainstorm again")
     if missing:
         # A weak model may brainstorm nothing usable for a kind: generate the other kinds and say so.
@@ -54,7 +64,7 @@ def plan_requests(config: Params, tasks: dict[str, list[str]]) -> list[Request]:
     """The run's requests, fixed by ``config.seed``."""
     weights = {
         kind: weight
-        for kind, weight in config.generate.kinds.items()
+        for kind, weight in weights_of(config).items()
         if weight > 0 and (kind in FIXED_TASKS or tasks.get(kind))
     }
     if not weights:
@@ -67,22 +77,27 @@ def plan_requests(config: Params, tasks: dict[str, list[str]]) -> list[Request]:
         task = FIXED_TASKS.get(kind) or rng.choice(tasks[kind])
         params = sample_params(kind, rng, languages)
         prompt = prompts.render("generate", kind, task=task, **params)
+        size = answer_tokens(kind, params)
         requests.append(
             Request(
                 messages=prompts.messages(prompt),
                 schema_name=kind,
                 schema=json_schema(kind),
+                max_tokens=capped(size, config.llm.max_tokens),
                 seed=request_seed(config.seed, "generate", index),
-                meta={"index": index, "kind": kind, "task": task, "params": params},
+                meta={"index": index, "kind": kind, "task": task, "params": params, "answer_tokens": size},
             )
         )
     return requests
 
 
 def run_generate(config: Params) -> StageResult:
-    """Write ``generate.output`` (validated examples); return the metrics."""
+    """Write ``generate.output`` (validated examples) and, with ``generate.corpus``, ``generate.grounded_output``;
+    return the metrics."""
     started = time.perf_counter()
     requests = plan_requests(config, load_tasks(config))
+    documents = grounded.load_documents(config) if config.generate.corpus else []  # before any request is sent
+    grounded_requests = grounded.plan_grounded(config, documents)
     client = LLMClient(config.llm, "generate")
     candidates: dict[int, dict[str, Any]] = {}
     rejected: Counter[str] = Counter()
@@ -97,6 +112,8 @@ def run_generate(config: Params) -> StageResult:
         meta = reply.request.meta
         if reply.error is not None:
             return reject(meta["kind"], reply.error)
+        if reply.truncated:  # cut at max_tokens: a partial document is no training example
+            return reject(meta["kind"], "truncated")
         value = extract_json(reply.content or "")
         data, reason = (None, "no_json") if value is None else validate(meta["kind"], value)
         if data is None:
@@ -129,4 +146,16 @@ def run_generate(config: Params) -> StageResult:
     metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), rejected)
     metrics["planned"] = len(requests)
     metrics["per_kind"] = {kind: dict(sorted(counts.items())) for kind, counts in sorted(per_kind.items())}
-    return llm_result("generate", metrics, "valid examples", config.llm.warn_rejected_fraction)
+    weights = weights_of(config)
+    metrics["kind_weights"] = {kind: round(weight / sum(weights.values()), 4) for kind, weight in weights.items()}
+    metrics |= budget_metrics(requests)
+    result = llm_result("generate", metrics, "valid examples", config.llm)
+    if not config.generate.corpus:
+        return result
+    found = grounded.run_grounded(config, client, grounded_requests) | {"corpus_documents": len(documents)}
+    metrics["grounded"] = found
+    summary = f"{result.summary}; {found['valid']} grounded records ({found['rejected']} rejected) in {found['output']}"
+    if found["budget_exhausted"] and not metrics["budget_exhausted"]:
+        summary += f", stopped at the budget (llm.budget_usd), {found['skipped_for_budget']} requests not sent"
+    warnings = [f"grounded: {w}" for w in llm_result("grounded", found, "records", config.llm).warnings]
+    return dataclasses.replace(result, metrics=metrics, summary=summary, warnings=(*result.warnings, *warnings))

@@ -8,10 +8,12 @@ lists of strings (every generate kind and the brainstorm task list), the reply i
 - a list field: items are written the same way, and after each one the model chooses between ``,`` and
   ``]`` (whichever it finds more likely), so it decides how many items to give, up to ``MAX_ITEMS``.
 
-Each field gets an equal share of ``max_tokens``, so a reply always closes with every key present; only its
-content can be poor. Sampling is per request: every row draws from its own generator, seeded from the
-request's seed and the round, so an answer does not depend on which other requests shared its batch (up to
-the last bits of the logits, which a different batch shape can change).
+Each field gets an equal share of the request's ``max_tokens``, so a reply always closes with every key
+present; only its content can be poor. A value that fills its share without its closing quote was cut there:
+the reply says so (``truncated``), and the provider reports it as ``finish_reason: length``, the way a hosted
+model reports an answer that ran into ``max_tokens``. Sampling is per request: every row draws from its own
+generator, seeded from the request's seed and the round, so an answer does not depend on which other requests
+shared its batch (up to the last bits of the logits, which a different batch shape can change).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import itertools
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -29,6 +31,14 @@ MAX_ITEMS = 32
 ITEM_TOKENS = 64  # one list item (a task sentence) is short
 
 Plan = list[tuple[str, bool]]  # (key, is_list) for each field, in schema order
+
+
+class Written(NamedTuple):
+    """One reply: its JSON, the tokens the model wrote, and whether a value was cut at its share."""
+
+    text: str
+    tokens: int
+    truncated: bool
 
 
 def plan_of(options: dict[str, Any]) -> Plan | None:
@@ -88,11 +98,21 @@ class GuidedDecoder:
         new = output[:, inputs["input_ids"].shape[1] :].tolist()
         return [[t for t in row if t != self.tokenizer.pad_token_id] for row in new]
 
-    def write(self, prompts: list[str], plans: list[Plan], seeds: list[int], budget: int) -> list[tuple[str, int]]:
-        """Each prompt's JSON reply, field by field, with the number of tokens the model wrote."""
+    def write_free(self, prompts: list[str], seeds: list[int], budgets: list[int]) -> list[Written]:
+        """Each prompt continued freely within its budget (a request without a schema of strings)."""
+        replies = []
+        for ids, budget in zip(self.continue_texts(prompts, seeds, max(budgets)), budgets, strict=True):
+            kept = ids[:budget]
+            replies.append(
+                Written(self.tokenizer.decode(kept, skip_special_tokens=True), len(kept), len(ids) >= budget)
+            )
+        return replies
+
+    def write(self, prompts: list[str], plans: list[Plan], seeds: list[int], budgets: list[int]) -> list[Written]:
+        """Each prompt's JSON reply, field by field, within its own token budget."""
         rows = [
             _Reply(p, plan, seed, max(budget // len(plan), 1))
-            for p, plan, seed in zip(prompts, plans, seeds, strict=True)
+            for p, plan, seed, budget in zip(prompts, plans, seeds, budgets, strict=True)
         ]
         for round_ in itertools.count():  # each round writes one value (or list item) of every unfinished reply
             active = [row for row in rows if not row.done]
@@ -103,14 +123,16 @@ class GuidedDecoder:
             new = self.continue_texts([row.text for row in active], seeds_now, max(caps), '"')
             for row, ids, cap in zip(active, new, caps, strict=True):
                 kept = ids[:cap]
-                row.close_value(_string_body(self.tokenizer.decode(kept, skip_special_tokens=True)), len(kept))
+                text = self.tokenizer.decode(kept, skip_special_tokens=True)
+                body = _string_body(text)
+                row.close_value(body, len(kept), cut=len(kept) == cap and not text[len(body) :].startswith('"'))
             asked = [row for row in active if row.in_list and not row.list_is_full()]
             closes = self._closes_list([row.text for row in asked])
             going_on = {id(row) for row, close in zip(asked, closes, strict=True) if not close}
             for row in active:
                 if id(row) not in going_on:
                     row.next_field()
-        return [(json.dumps(row.values, ensure_ascii=False), row.used) for row in rows]
+        return [Written(json.dumps(row.values, ensure_ascii=False), row.used, row.truncated) for row in rows]
 
     def _closes_list(self, texts: list[str]) -> list[bool]:
         """For texts that end a list item, whether the model would rather write ``]`` than ``,`` next."""
@@ -148,6 +170,7 @@ class _Reply:
     field: int = 0
     field_used: int = 0
     used: int = 0
+    truncated: bool = False  # a value filled its share without closing
 
     @property
     def done(self) -> bool:
@@ -171,8 +194,9 @@ class _Reply:
             self.values[self.key] = [] if self.in_list else ""
         return max(min(self.share - self.field_used, ITEM_TOKENS), 1) if self.in_list else self.share
 
-    def close_value(self, raw: str, tokens: int) -> None:
+    def close_value(self, raw: str, tokens: int, cut: bool) -> None:
         self.text += raw + '"'
+        self.truncated |= cut
         self.used += tokens
         self.field_used += tokens
         if self.in_list:

@@ -3,7 +3,8 @@
 Concurrent requests are gathered into one batched ``generate`` call. Requests with a JSON schema of strings
 and string lists (every step of this package) are answered through
 :mod:`~synthembed.synth.guided_decoding`, which writes the JSON structure and lets the model write the values;
-other requests continue the prompt freely. Precision is bf16 only where the hardware multiplies it natively.
+other requests continue the prompt freely. Each request keeps its own ``max_tokens``; an answer cut there
+finishes with ``length``, any other with ``stop``. Precision is bf16 only where the hardware multiplies it natively.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import litellm
 from litellm import CustomLLM
 from litellm.types.utils import ModelResponse, Usage
 
+if TYPE_CHECKING:
+    from synthembed.synth.guided_decoding import Written
+
 PROVIDER = "local"
 MAX_BATCH = 8
+DEFAULT_MAX_TOKENS = 256  # for a direct call without max_tokens; the stages always send one
 GATHER_S = 0.5  # how long the batcher waits for more requests to join a batch (they arrive staggered)
 
 
@@ -56,8 +61,7 @@ class LocalLLM(CustomLLM):
     def completion(
         self, model: str, messages: list, model_response: ModelResponse, optional_params: dict, **kwargs: Any
     ) -> ModelResponse:
-        text, usage = self._generate(model, [(messages, optional_params)])[0]
-        return _fill(model_response, model, text, usage)
+        return _fill(model_response, model, *self._generate(model, [(messages, optional_params)])[0])
 
     async def acompletion(
         self, model: str, messages: list, model_response: ModelResponse, optional_params: dict, **kwargs: Any
@@ -69,8 +73,7 @@ class LocalLLM(CustomLLM):
             loop.create_task(self._batcher(model, self._queues[key]))
         job = _Job(messages, optional_params, loop.create_future())
         await self._queues[key].put(job)
-        text, usage = await job.future
-        return _fill(model_response, model, text, usage)
+        return _fill(model_response, model, *await job.future)
 
     async def _batcher(self, model: str, queue: asyncio.Queue) -> None:
         """Take the first waiting job, let others join for a moment, and run them as one batch."""
@@ -93,7 +96,8 @@ class LocalLLM(CustomLLM):
                 if not job.future.done():
                     job.future.set_result(result)
 
-    def _generate(self, model_name: str, batch: list[tuple[list, dict]]) -> list[tuple[str, Usage]]:
+    def _generate(self, model_name: str, batch: list[tuple[list, dict]]) -> list[tuple[Written, int]]:
+        """Each request's reply and its prompt's length in tokens."""
         import torch
 
         from synthembed.encoder.precision import autocast, resolve_precision
@@ -108,25 +112,24 @@ class LocalLLM(CustomLLM):
             tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) for messages, _ in batch
         ]
         seeds = [int(opts.get("seed") or 0) for _, opts in batch]
-        budget = int(options.get("max_tokens") or 256)
+        budgets = [int(opts.get("max_tokens") or DEFAULT_MAX_TOKENS) for _, opts in batch]
         plans = [plan_of(opts) for _, opts in batch]
         with torch.inference_mode(), autocast(resolve_precision("auto")):
             if all(plans):
-                replies = decoder.write(prompts, plans, seeds, budget)
+                replies = decoder.write(prompts, plans, seeds, budgets)
             else:
-                new = decoder.continue_texts(prompts, seeds, budget)
-                replies = [(tokenizer.decode(ids, skip_special_tokens=True), len(ids)) for ids in new]
+                replies = decoder.write_free(prompts, seeds, budgets)
         prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        return [
-            (text, Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c))
-            for (text, c), p in zip(replies, prompt_tokens, strict=True)
-        ]
+        return list(zip(replies, prompt_tokens, strict=True))
 
 
-def _fill(response: ModelResponse, model: str, text: str, usage: Usage) -> ModelResponse:
-    response.choices[0].message.content = text  # type: ignore[union-attr]
-    response.choices[0].finish_reason = "stop"
+def _fill(response: ModelResponse, model: str, reply: Written, prompt_tokens: int) -> ModelResponse:
+    response.choices[0].message.content = reply.text  # type: ignore[union-attr]
+    response.choices[0].finish_reason = "length" if reply.truncated else "stop"
     response.model = f"{PROVIDER}/{model}"
+    usage = Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=reply.tokens, total_tokens=prompt_tokens + reply.tokens
+    )
     response.usage = usage  # type: ignore[attr-defined]
     return response
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, defaultdict
+from statistics import mean
 from typing import Any
 
 from synthembed.errors import UserError
+from synthembed.params import LLMParams
 from synthembed.pipeline.stage import StageResult
-from synthembed.synth.client import Stats
+from synthembed.synth.client import Request, Stats, is_local
 
 
 def request_seed(seed: int, *parts: object) -> int:
@@ -40,9 +42,21 @@ def llm_metrics(stats: Stats, model: str, wall_s: float, valid: int, rejected: C
     }
 
 
-def llm_result(stage: str, metrics: dict[str, Any], what: str, warn_rejected_fraction: float) -> StageResult:
-    """The stage's result: one summary line, and a warning naming the reasons when too many answers were
-    rejected (``llm.warn_rejected_fraction``)."""
+def budget_metrics(requests: list[Request]) -> dict[str, Any]:
+    """The answer budgets sent: their mean per kind, and how many requests ``llm.max_tokens`` capped below the
+    size their kind and parameters call for (``meta["answer_tokens"]``)."""
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for request in requests:
+        by_kind[request.meta["kind"]].append(request.max_tokens)
+    return {
+        "max_tokens_by_kind": {kind: round(mean(sizes), 1) for kind, sizes in sorted(by_kind.items())},
+        "capped_requests": sum(request.max_tokens < request.meta["answer_tokens"] for request in requests),
+    }
+
+
+def llm_result(stage: str, metrics: dict[str, Any], what: str, settings: LLMParams) -> StageResult:
+    """The stage's result: one summary line, a warning naming the reasons when too many answers were rejected
+    (``llm.warn_rejected_fraction``), and one when an integer ``llm.max_tokens`` cut a hosted model's budgets."""
     summary = (
         f"{stage}: {metrics['valid']} {what}, {metrics['rejected']} rejected, "
         f"{metrics['requests']} requests, {metrics['cache_hits']} cached, "
@@ -50,14 +64,19 @@ def llm_result(stage: str, metrics: dict[str, Any], what: str, warn_rejected_fra
     )
     if metrics["budget_exhausted"]:
         summary += f"; stopped at the budget (llm.budget_usd), {metrics['skipped_for_budget']} requests not sent"
-    warnings = ()
-    if metrics["rejected_fraction"] > warn_rejected_fraction:
+    warnings = []
+    if metrics["rejected_fraction"] > settings.warn_rejected_fraction:
         reasons = ", ".join(f"{count} {reason}" for reason, count in metrics["rejected_by_reason"].items())
-        warnings = (
+        warnings.append(
             f"{metrics['rejected_fraction']:.0%} of the answers were rejected "
-            f"(above llm.warn_rejected_fraction {warn_rejected_fraction}): {reasons}",
+            f"(above llm.warn_rejected_fraction {settings.warn_rejected_fraction}): {reasons}"
         )
-    return StageResult(metrics, summary, warnings=warnings)
+    if metrics["capped_requests"] and not is_local(settings.model):
+        warnings.append(
+            f"llm.max_tokens {settings.max_tokens} is below the budget of {metrics['capped_requests']} requests, "
+            "whose answers may be cut (counted truncated); use llm.max_tokens: auto for a hosted model"
+        )
+    return StageResult(metrics, summary, warnings=tuple(warnings))
 
 
 def require_accepted(stage: str, planned: int, accepted: int, rejected: Counter, cache_dir: str) -> None:

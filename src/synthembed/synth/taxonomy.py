@@ -30,7 +30,25 @@ FIXED_TASKS = {
     "bitext": "Retrieve parallel sentences.",
 }
 
+# The paper's realised mix: thousands of synthetic examples per kind in its ~500k (Wang et al. 2024, Figure 2).
+# Uniform weights would give short_short and long_long about six times their share.
+PAPER_KIND_MIX: dict[str, float] = {
+    "short_long": 167,
+    "long_short": 122,
+    "short_short": 13,
+    "long_long": 17,
+    "sts": 99,
+    "bitext": 89,
+}
+
 MIN_TASK_WORDS = 4
+
+# Corpus-grounded generation (synth/grounded.py): the document is given, the LLM writes its task and query.
+GROUNDED_SHAPES: tuple[str, ...] = ("grounded_short_long", "grounded_short_short")
+GROUNDED_KEYS: tuple[str, ...] = ("task", "query")
+# A query of this many words found verbatim in its document is a copied span, not a query; shorter keyword
+# queries ("vitamin D dosage") may occur in the text they find.
+COPIED_QUERY_WORDS = 4
 
 CLARITY = ("clear", "understandable with some effort", "ambiguous")
 UNIT = ("sentence", "phrase", "passage")
@@ -180,8 +198,9 @@ BRAINSTORM_SCHEMA: dict[str, Any] = {
 
 
 def json_schema(kind: str) -> dict[str, Any]:
-    """The JSON schema of ``kind``'s answer: an object of non-empty strings, every key required."""
-    keys = KEYS[kind]
+    """The JSON schema of ``kind``'s answer (a kind or a grounded shape): an object of non-empty strings, every
+    key required."""
+    keys = GROUNDED_KEYS if kind in GROUNDED_SHAPES else KEYS[kind]
     return {
         "type": "object",
         "properties": {key: {"type": "string", "minLength": 1} for key in keys},
@@ -216,6 +235,28 @@ def validate(kind: str, value: Any) -> tuple[dict[str, str] | None, str | None]:
     return data, None
 
 
+def validate_grounded(value: Any, document: str) -> tuple[dict[str, str] | None, str | None]:
+    """A grounded answer as ``({"task", "query"}, None)``, or ``(None, reason)``: besides the shape, a query
+    that is empty, the document itself or a verbatim span of it, and an empty task are rejected."""
+    if not isinstance(value, dict):
+        return None, "not_an_object"
+    if any(key not in value for key in GROUNDED_KEYS):
+        return None, "missing_key"
+    if not all(isinstance(value[key], str) for key in GROUNDED_KEYS):
+        return None, "not_a_string"
+    task, query = (value[key].strip() for key in GROUNDED_KEYS)
+    if not task:
+        return None, "empty_task"
+    if not query:
+        return None, "empty_query"
+    needle, text = (" ".join(part.split()).casefold() for part in (query, document))
+    if needle == text or (len(needle.split()) >= COPIED_QUERY_WORDS and needle in text):
+        return None, "copied_query"
+    if needle == " ".join(task.split()).casefold():
+        return None, "repeated_value"
+    return {"task": task, "query": query}, None
+
+
 def validate_tasks(value: Any) -> list[str] | None:
     """Task definitions from a brainstorm answer (an object with ``tasks`` or a list); None if unusable."""
     if isinstance(value, dict):
@@ -240,6 +281,16 @@ def allowed_languages(languages: list[str] | str) -> dict[str, float]:
     if not languages:
         raise UserError("generate.languages is empty; name at least one language or use 'all'")
     return {name: LANGUAGE_WEIGHTS[name] for name in languages}
+
+
+def kind_weights(kinds: dict[str, float] | str, local: bool) -> dict[str, float]:
+    """``generate.kinds`` as weights: ``paper`` is the paper's mix; ``auto`` that mix for hosted models and
+    uniform for the offline model, whose few examples must show every kind; a mapping is taken as given."""
+    if isinstance(kinds, dict):
+        return dict(kinds)
+    if kinds == "auto" and local:
+        return dict.fromkeys(KINDS, 1.0)
+    return dict(PAPER_KIND_MIX)
 
 
 def sample_params(kind: str, rng: random.Random, languages: dict[str, float]) -> dict[str, Any]:

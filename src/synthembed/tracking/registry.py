@@ -23,7 +23,7 @@ from synthembed.encoder.references import cache_dir
 from synthembed.errors import UserError
 from synthembed.params import Params
 from synthembed.pipeline.stage import StageResult
-from synthembed.tracking.runs import open_store, tracking_uri
+from synthembed.tracking.runs import global_tracking_uri, open_store, tracking_uri
 
 MODEL_REFERENCE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 RUN_REFERENCE = re.compile(r"^runs:/(?P<run_id>[0-9a-f]+)/(?P<path>.+)$")
@@ -81,9 +81,9 @@ def _model_version(client, name: str, alias: str | None, number: str | None):
     try:
         return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
     except MlflowException:
-        model = client.get_registered_model(name)
+        registered = client.get_registered_model(name)
         if alias:
-            known = ", ".join(sorted(model.aliases)) or "none"
+            known = ", ".join(sorted(registered.aliases)) or "none"
             raise UserError(f"registered model {name!r} has no alias {alias!r} (aliases: {known})") from None
         latest = max((int(v.version) for v in client.search_model_versions(f"name='{name}'")), default=0)
         raise UserError(f"registered model {name!r} has no version {number} (latest: {latest})") from None
@@ -210,9 +210,10 @@ def log_model(model_dir: Path, name: str) -> str:
 
 
 def run_register(config: Params, model: str, scores: str) -> StageResult:
-    """Log and register ``model``; the champion alias moves to it only if it scores higher (:func:`promotion`)."""
-    import mlflow
+    """Log and register ``model``; the champion alias moves to it only if it scores higher (:func:`promotion`).
 
+    The registry is the store of ``config``'s tracking URI (:func:`tracking_uri`), the one the stage's run logs to.
+    """
     settings = config.register
     model_dir, scores_path = Path(model), Path(scores)
     if not (model_dir / "modules.json").exists():
@@ -220,9 +221,11 @@ def run_register(config: Params, model: str, scores: str) -> StageResult:
     evaluation = read_scores(scores_path)
     score = metric_value(evaluation, settings.metric, str(scores_path))
     scored_on = scored_on_of(evaluation, settings.metric)
-    client = mlflow.MlflowClient()
+    uri = tracking_uri(config)
+    client = open_store(uri, create=True)
     champion = current_champion(client, settings.model_name, settings.alias, settings.metric, scored_on)
-    version = log_model(model_dir, settings.model_name)
+    with global_tracking_uri(uri):  # the flavor logs into the active run and registers through the fluent API
+        version = log_model(model_dir, settings.model_name)
     client.set_model_version_tag(settings.model_name, version, f"score.{settings.metric}", repr(score))
     client.set_model_version_tag(settings.model_name, version, f"scored_on.{settings.metric}", scored_on)
     verdict = promotion(score, scored_on, champion, settings.alias, settings.metric)

@@ -3,7 +3,9 @@
 Every stage run is tagged with the git commit, the DVC stage, a hash of its input files and a pipeline id that
 the runs of one pipeline execution share (``SYNTHEMBED_PIPELINE_ID`` if set, else a hash of the git commit and
 the validated params), so the MLflow UI can filter or group them together. The tracking URI is
-``MLFLOW_TRACKING_URI`` when set (MLflow's own convention), else ``mlflow.tracking_uri`` from params.
+``MLFLOW_TRACKING_URI`` when set (MLflow's own convention), else ``mlflow.tracking_uri`` from params; clients
+are made for it explicitly, and MLflow's global URI (which its fluent API logs to) is set only for the length
+of a stage's run.
 No secret reaches MLflow: any value of a secret-named environment variable is masked in params and tags,
 and an artifact containing one is not logged.
 """
@@ -76,7 +78,7 @@ def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def section_params(config: Params, sections: Iterable[str]) -> dict[str, str]:
     """The named params sections (or ``section.key`` values) flattened to ``section.key`` strings."""
-    params: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for section in sections:
         value: Any = config
         for part in section.split("."):
@@ -84,10 +86,10 @@ def section_params(config: Params, sections: Iterable[str]) -> dict[str, str]:
                 raise ValueError(f"unknown params section {section!r}")
             value = getattr(value, part)
         if isinstance(value, BaseModel):
-            params.update(flatten(value.model_dump(mode="json"), f"{section}."))
+            flat.update(flatten(value.model_dump(mode="json"), f"{section}."))
         else:
-            params[section] = value
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in params.items()}
+            flat[section] = value
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in flat.items()}
 
 
 # ---------------------------------------------------------------- provenance tags
@@ -189,6 +191,26 @@ def _ensure_experiment(client, name: str, uri: str) -> str:
 
 
 @contextlib.contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to ``uri`` for the ``with`` block, then put back as it was.
+
+    Its fluent API (the active run, a model logged and registered into it) logs to that URI, and
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` for subprocesses: both are restored.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    previous, variable = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # None: MLflow's default again (and the variable unset)
+        if variable is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
+
+
+@contextlib.contextmanager
 def stage_run(
     config: Params, stage: str, sections: Iterable[str] = (), inputs: Iterable[str | Path] = ()
 ) -> Iterator[StageRun]:
@@ -197,7 +219,6 @@ def stage_run(
 
     uri = tracking_uri(config)
     client = open_store(uri, create=True)
-    mlflow.set_tracking_uri(uri)  # the fluent API below logs to the current tracking URI
     experiment_id = _ensure_experiment(client, config.mlflow.experiment, uri)
     secrets = secret_values()
     commit = git_commit()
@@ -211,9 +232,10 @@ def stage_run(
         tags["mlflow.source.git.commit"] = commit
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
-    params = section_params(config, sections)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage) as active:
+    flat = section_params(config, sections)
+    # The run is ended (finished or failed) before the global URI is put back.
+    with global_tracking_uri(uri), mlflow.start_run(experiment_id=experiment_id, run_name=stage) as active:
         mlflow.set_tags({key: redact(value, secrets) for key, value in tags.items()})
-        if params:
-            mlflow.log_params({key: redact(value, secrets) for key, value in params.items()})
+        if flat:
+            mlflow.log_params({key: redact(value, secrets) for key, value in flat.items()})
         yield StageRun(active.info.run_id, secrets)

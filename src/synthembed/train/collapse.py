@@ -26,8 +26,7 @@ from torch import Tensor
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from synthembed.data.prepare import TRAIN_FILE, VALIDATION_FILE
-from synthembed.data.records import read_records
+from synthembed.data.records import TRAIN_FILE, VALIDATION_FILE, read_records
 from synthembed.encoder.precision import Precision, autocast
 from synthembed.errors import UserError
 

@@ -27,8 +27,7 @@ from sentence_transformers.sentence_transformer.training_args import SentenceTra
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from synthembed.data.prepare import TRAIN_FILE
-from synthembed.data.records import TrainRecord, read_records
+from synthembed.data.records import TRAIN_FILE, TrainRecord, read_records
 from synthembed.encoder.convention import QueryConvention, is_decoder
 from synthembed.encoder.embedder import load_sentence_transformer
 from synthembed.encoder.precision import Precision, resolve_precision
