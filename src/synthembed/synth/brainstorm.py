@@ -10,10 +10,17 @@ from synthembed.io import write_jsonl
 from synthembed.params import Params
 from synthembed.pipeline.stage import StageResult
 from synthembed.synth import prompts
-from synthembed.synth.budget import capped, task_list_tokens
+from synthembed.synth.budget import task_list_tokens
 from synthembed.synth.client import LLMClient, Reply, Request
 from synthembed.synth.parsing import extract_json, salvage_strings
-from synthembed.synth.stage import budget_metrics, llm_metrics, llm_result, request_seed, require_accepted
+from synthembed.synth.stage import (
+    answer_request,
+    budget_metrics,
+    llm_metrics,
+    llm_result,
+    request_seed,
+    require_accepted,
+)
 from synthembed.synth.taxonomy import BRAINSTORM_SCHEMA, validate_tasks
 
 
@@ -24,15 +31,10 @@ def brainstorm_requests(config: Params) -> list[Request]:
     for kind in dict.fromkeys(settings.kinds):
         prompt = prompts.render("brainstorm", kind, num_tasks=settings.tasks_per_request)
         for index in range(settings.requests_per_kind):
+            seed = request_seed(config.seed, "brainstorm", kind, index)
+            name = f"brainstorm_{kind}"
             requests.append(
-                Request(
-                    messages=prompts.messages(prompt),
-                    schema_name=f"brainstorm_{kind}",
-                    schema=BRAINSTORM_SCHEMA,
-                    max_tokens=capped(size, config.llm.max_tokens),
-                    seed=request_seed(config.seed, "brainstorm", kind, index),
-                    meta={"kind": kind, "request": index, "answer_tokens": size},
-                )
+                answer_request(config.llm, prompt, name, BRAINSTORM_SCHEMA, size, seed, kind=kind, request=index)
             )
     return requests
 

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import random
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,18 @@ from synthembed.io import read_jsonl, write_jsonl
 from synthembed.params import Params
 from synthembed.pipeline.stage import StageResult
 from synthembed.synth import grounded, prompts
-from synthembed.synth.budget import answer_tokens, capped
+from synthembed.synth.budget import answer_tokens
 from synthembed.synth.client import LLMClient, Reply, Request, is_local
-from synthembed.synth.parsing import extract_json
-from synthembed.synth.stage import budget_metrics, llm_metrics, llm_result, request_seed, require_accepted
+from synthembed.synth.stage import (
+    Rejections,
+    answer_request,
+    budget_metrics,
+    llm_metrics,
+    llm_result,
+    reply_json,
+    request_seed,
+    require_accepted,
+)
 from synthembed.synth.taxonomy import FIXED_TASKS, allowed_languages, json_schema, kind_weights, sample_params, validate
 
 
@@ -78,16 +86,9 @@ def plan_requests(config: Params, tasks: dict[str, list[str]]) -> list[Request]:
         params = sample_params(kind, rng, languages)
         prompt = prompts.render("generate", kind, task=task, **params)
         size = answer_tokens(kind, params)
-        requests.append(
-            Request(
-                messages=prompts.messages(prompt),
-                schema_name=kind,
-                schema=json_schema(kind),
-                max_tokens=capped(size, config.llm.max_tokens),
-                seed=request_seed(config.seed, "generate", index),
-                meta={"index": index, "kind": kind, "task": task, "params": params, "answer_tokens": size},
-            )
-        )
+        seed = request_seed(config.seed, "generate", index)
+        meta = {"index": index, "kind": kind, "task": task, "params": params}
+        requests.append(answer_request(config.llm, prompt, kind, json_schema(kind), size, seed, **meta))
     return requests
 
 
@@ -100,22 +101,12 @@ def run_generate(config: Params) -> StageResult:
     grounded_requests = grounded.plan_grounded(config, documents)
     client = LLMClient(config.llm, "generate")
     candidates: dict[int, dict[str, Any]] = {}
-    rejected: Counter[str] = Counter()
-    per_kind: dict[str, Counter[str]] = defaultdict(Counter)
-
-    def reject(kind: str, reason: str) -> str:
-        rejected[reason] += 1
-        per_kind[kind][f"rejected_{reason}"] += 1
-        return reason
+    reject = Rejections()
 
     def on_reply(reply: Reply) -> str | None:
         meta = reply.request.meta
-        if reply.error is not None:
-            return reject(meta["kind"], reply.error)
-        if reply.truncated:  # cut at max_tokens: a partial document is no training example
-            return reject(meta["kind"], "truncated")
-        value = extract_json(reply.content or "")
-        data, reason = (None, "no_json") if value is None else validate(meta["kind"], value)
+        value, reason = reply_json(reply)
+        data, reason = (None, reason) if value is None else validate(meta["kind"], value)
         if data is None:
             return reject(meta["kind"], reason or "invalid")
         params = meta["params"]
@@ -139,13 +130,13 @@ def run_generate(config: Params) -> StageResult:
             reject(record["kind"], "duplicate")
             continue
         seen.add(fingerprint)
-        per_kind[record["kind"]]["valid"] += 1
+        reject.valid(record["kind"])
         records.append(record)
-    require_accepted("generate", len(requests), len(records), rejected, config.llm.cache_dir)
+    require_accepted("generate", len(requests), len(records), reject.total, config.llm.cache_dir)
     write_jsonl(config.generate.output, records)
-    metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), rejected)
+    metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), reject.total)
     metrics["planned"] = len(requests)
-    metrics["per_kind"] = {kind: dict(sorted(counts.items())) for kind, counts in sorted(per_kind.items())}
+    metrics["per_kind"] = reject.by_kind()
     weights = weights_of(config)
     metrics["kind_weights"] = {kind: round(weight / sum(weights.values()), 4) for kind, weight in weights.items()}
     metrics |= budget_metrics(requests)

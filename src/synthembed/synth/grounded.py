@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections import Counter, defaultdict
 from typing import Any
 
 from synthembed.corpus import Document, read_corpus
@@ -24,10 +23,17 @@ from synthembed.errors import UserError
 from synthembed.io import write_jsonl
 from synthembed.params import Params
 from synthembed.synth import prompts
-from synthembed.synth.budget import SENTENCE_WORDS, answer_tokens, capped, english_rate
+from synthembed.synth.budget import SENTENCE_WORDS, answer_tokens, english_rate
 from synthembed.synth.client import LLMClient, Reply, Request
-from synthembed.synth.parsing import extract_json
-from synthembed.synth.stage import budget_metrics, llm_metrics, request_seed, require_accepted
+from synthembed.synth.stage import (
+    Rejections,
+    answer_request,
+    budget_metrics,
+    llm_metrics,
+    reply_json,
+    request_seed,
+    require_accepted,
+)
 from synthembed.synth.taxonomy import PARAMETER_SPACES, json_schema, validate_grounded
 
 LONG_SHAPE, SHORT_SHAPE = "grounded_short_long", "grounded_short_short"
@@ -65,16 +71,9 @@ def plan_grounded(config: Params, documents: list[Document]) -> list[Request]:
         params = {name: rng.choice(values) for name, values in QUERY_SPACE.items()} if shape == LONG_SHAPE else {}
         prompt = prompts.render("generate", shape, document=shown(document.content), **params)
         size = answer_tokens(shape, params, english=english_rate(document.content))
-        requests.append(
-            Request(
-                messages=prompts.messages(prompt),
-                schema_name=shape,
-                schema=json_schema(shape),
-                max_tokens=capped(size, config.llm.max_tokens),
-                seed=request_seed(config.seed, "grounded", document.id),
-                meta={"index": index, "kind": shape, "document": document, "params": params, "answer_tokens": size},
-            )
-        )
+        seed = request_seed(config.seed, "grounded", document.id)
+        meta = {"index": index, "kind": shape, "document": document, "params": params}
+        requests.append(answer_request(config.llm, prompt, shape, json_schema(shape), size, seed, **meta))
     return requests
 
 
@@ -83,26 +82,16 @@ def run_grounded(config: Params, client: LLMClient, requests: list[Request]) -> 
     started = time.perf_counter()
     before = copy.deepcopy(client.stats)  # the client's counts run on across its batches
     records: dict[int, dict[str, Any]] = {}
-    rejected: Counter[str] = Counter()
-    per_shape: dict[str, Counter[str]] = defaultdict(Counter)
-
-    def reject(shape: str, reason: str) -> str:
-        rejected[reason] += 1
-        per_shape[shape][f"rejected_{reason}"] += 1
-        return reason
+    reject = Rejections()
 
     def on_reply(reply: Reply) -> str | None:  # the client journaled the raw reply before this runs
         meta = reply.request.meta
-        if reply.error is not None:
-            return reject(meta["kind"], reply.error)
-        if reply.truncated:
-            return reject(meta["kind"], "truncated")
         document: Document = meta["document"]
-        value = extract_json(reply.content or "")
-        data, reason = (None, "no_json") if value is None else validate_grounded(value, document.content)
+        value, reason = reply_json(reply)
+        data, reason = (None, reason) if value is None else validate_grounded(value, document.content)
         if data is None:
             return reject(meta["kind"], reason or "invalid")
-        per_shape[meta["kind"]]["valid"] += 1
+        reject.valid(meta["kind"])
         records[meta["index"]] = {
             "instruction": data["task"],
             "query": data["query"],
@@ -116,10 +105,10 @@ def run_grounded(config: Params, client: LLMClient, requests: list[Request]) -> 
 
     stats = client.run(requests, on_reply, desc="grounded").since(before)
     if not stats.budget_exhausted:  # stopped at the budget, the summary says so; else nothing usable is a failure
-        require_accepted("generate (grounded)", len(requests), len(records), rejected, config.llm.cache_dir)
+        require_accepted("generate (grounded)", len(requests), len(records), reject.total, config.llm.cache_dir)
     write_jsonl(config.generate.grounded_output, (records[index] for index in sorted(records)))
-    metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), rejected)
+    metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), reject.total)
     metrics["planned"] = len(requests)
     metrics["output"] = config.generate.grounded_output
-    metrics["per_shape"] = {shape: dict(sorted(counts.items())) for shape, counts in sorted(per_shape.items())}
+    metrics["per_shape"] = reject.by_kind()
     return metrics | budget_metrics(requests)

@@ -10,13 +10,61 @@ from typing import Any
 from synthembed.errors import UserError
 from synthembed.params import LLMParams
 from synthembed.pipeline.stage import StageResult
-from synthembed.synth.client import Request, Stats, is_local
+from synthembed.synth import prompts
+from synthembed.synth.budget import capped
+from synthembed.synth.client import Reply, Request, Stats, is_local
+from synthembed.synth.parsing import extract_json
 
 
 def request_seed(seed: int, *parts: object) -> int:
     """A stable 31-bit sampling seed for one request, derived from the run's seed and its identity."""
     digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def answer_request(
+    llm: LLMParams, prompt: str, schema_name: str, schema: dict[str, Any], size: int, seed: int, **meta: Any
+) -> Request:
+    """One request: its prompt as the only turn, the answer's JSON schema (the local provider decodes by it),
+    ``max_tokens`` = the answer's ``size`` under ``llm.max_tokens``, its own seed; ``meta`` rides along."""
+    return Request(
+        messages=prompts.messages(prompt),
+        schema_name=schema_name,
+        schema=schema,
+        max_tokens=capped(size, llm.max_tokens),
+        seed=seed,
+        meta={**meta, "answer_tokens": size},
+    )
+
+
+class Rejections:
+    """Rejected answers counted by reason, in all and per kind (or grounded shape), beside the valid ones."""
+
+    def __init__(self) -> None:
+        self.total: Counter[str] = Counter()
+        self.per_kind: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def __call__(self, kind: str, reason: str) -> str:
+        self.total[reason] += 1
+        self.per_kind[kind][f"rejected_{reason}"] += 1
+        return reason
+
+    def valid(self, kind: str) -> None:
+        self.per_kind[kind]["valid"] += 1
+
+    def by_kind(self) -> dict[str, dict[str, int]]:
+        return {kind: dict(sorted(counts.items())) for kind, counts in sorted(self.per_kind.items())}
+
+
+def reply_json(reply: Reply) -> tuple[Any, str | None]:
+    """The JSON value a reply holds, or None and why not: the request failed, the answer was cut at its
+    ``max_tokens`` (a partial document is no training example), or it holds no JSON."""
+    if reply.error is not None:
+        return None, reply.error
+    if reply.truncated:
+        return None, "truncated"
+    value = extract_json(reply.content or "")
+    return (None, "no_json") if value is None else (value, None)
 
 
 def llm_metrics(stats: Stats, model: str, wall_s: float, valid: int, rejected: Counter) -> dict[str, Any]:
