@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from synthembed.errors import UserError, first_line
 from synthembed.params import LLMParams
-from synthembed.runtime import LITELLM, set_defaults
 from synthembed.secrets import redact
 
 PRIMARY = "primary"
@@ -89,7 +88,6 @@ class LLMClient:
     """Send requests concurrently through a LiteLLM Router, answering from journal or cache where possible."""
 
     def __init__(self, settings: LLMParams, journal_name: str):
-        set_defaults(LITELLM)  # no download of LiteLLM's price list; read when litellm is first imported
         from litellm import Router
 
         from synthembed.synth.cache import Journal
