@@ -107,6 +107,7 @@ def test_prepare_writes_splits_and_counts(tmp_path: Path, monkeypatch: pytest.Mo
         "read": 20,
         "duplicates": 0,
         "mining": {},  # mine_negatives is off
+        "filters": {},  # labeled sets are not filtered
         "train": 16,
         "validation": 4,
     }
@@ -204,6 +205,28 @@ def test_mining_takes_the_corpus_several_negatives_and_a_margin(minilm_dir: Path
     strict, stats = mine_negatives(records, _mining(minilm_dir).model_copy(update={"negative_margin": 0.9}))
     assert stats["pairs_with_negative"] < stats["pairs"] == 7  # a candidate within the margin is no negative
     assert len(strict) == len(records) and any(r.negative is None for r in strict)  # such a pair is kept
+
+
+def test_synthetic_filters_drop_unlinked_pairs_and_near_duplicate_queries(minilm_dir: Path) -> None:
+    from synthembed.data.filters import filter_synthetic
+
+    def pair(query: str, positive: str, kind: str = "short_long") -> TrainRecord:
+        return TrainRecord("Find a document", query, positive, None, "synthetic", kind)
+
+    records = [
+        pair("how do I bake sourdough bread", "Feed the starter, mix flour and water, proof overnight, then bake."),
+        pair("symptoms of the flu", "Influenza brings fever, cough, sore throat and aching muscles."),
+        pair("what do cats eat", "Filing a tax return: deductions, brackets and the deadline in April."),  # unlinked
+        pair("how to change a car tyre", "Loosen the wheel nuts, jack up the car and swap in the spare."),
+        pair("how do I bake sourdough bread?", "Sourdough needs a lively starter and a long, cool rise."),  # repeat
+        pair("what do cats eat", "Cats are carnivores and need meat.", kind="short_short"),  # another kind
+    ]
+    kept, stats = filter_synthetic(records, str(minilm_dir), top_k=2, similarity=0.95)
+    assert kept == [records[i] for i in (0, 1, 3, 5)]
+    assert stats["short_long"] == {"read": 5, "inconsistent": 1, "near_duplicates": 1, "kept": 3}
+    assert stats["short_short"] == {"read": 1, "inconsistent": 0, "near_duplicates": 0, "kept": 1}
+    everything, stats = filter_synthetic(records, str(minilm_dir), top_k=None, similarity=None)
+    assert everything == records and stats["short_long"]["kept"] == 5  # both filters off
 
 
 def test_a_mining_window_narrower_than_the_negatives_asked_for_is_refused() -> None:

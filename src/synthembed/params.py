@@ -132,6 +132,12 @@ class PrepareParams(Section):
     contamination_ngram: int = Field(13, ge=1)
     contamination_similarity: float | None = Field(0.95, gt=0, le=1)
     contamination_limit: int = Field(0, ge=0)
+    # Synthetic records only (data/filters.py): drop a record whose positive this encoder does not rank within
+    # the top consistency_top_k of its kind's candidates for its query, and one whose query is this similar to
+    # an earlier one of its kind (None: that filter is off).
+    consistency_encoder: str = "builtin:all-MiniLM-L6-v2"
+    consistency_top_k: int | None = Field(3, ge=1)
+    near_duplicate_similarity: float | None = Field(0.95, gt=0, le=1)
     output_dir: str = "data/train"
 
     @model_validator(mode="after")

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from synthembed.data.records import TrainRecord
+from synthembed.data.reference import encode_texts
 from synthembed.errors import UserError
-from synthembed.evaluate.cache import EmbeddingCache
 
 DEFAULT_ENCODER = "builtin:all-MiniLM-L6-v2"
 # Task texts shorter than n are matched whole from this many words. At 4 and 5 words, titles and phrases
@@ -46,7 +46,6 @@ MIN_WORDS = 6
 EXAMPLES = 3  # flagged records shown per task
 SHOWN_CHARS = 200  # texts in the report are cut to this length
 BLOCK = 2048  # rows of each side per similarity block: at most BLOCK x BLOCK scores (16 MB) at a time
-ENCODER_MAX_SEQ_LENGTH = 256
 
 # The embedding check compares with the queries of these task types only: paraphrased queries are the leak a
 # copy test misses, and these few thousand texts encode in seconds, while the 60,000 texts of all tasks took
@@ -155,18 +154,6 @@ def _windows(tokens: list[str], length: int) -> set[int]:
 
 
 # --- embedding check ----------------------------------------------------------------------------------------
-
-
-def encode_texts(texts: list[str], encoder: str, cache_dir: Path | None) -> np.ndarray:
-    """Normalised vectors of ``texts`` under ``encoder`` (fp32, no prompt), through the cache in ``cache_dir``."""
-    from synthembed.encoder import Embedder
-    from synthembed.params import ModelParams
-
-    embedder = Embedder.load(encoder, ModelParams(max_seq_length=ENCODER_MAX_SEQ_LENGTH, dtype="fp32"))
-    if cache_dir is None:
-        return embedder.encode_documents(texts)
-    cache = EmbeddingCache.for_model(cache_dir, embedder.fingerprint(), embedder.precision)
-    return cache.encode(texts, "", embedder.encode_documents)
 
 
 def best_matches(queries: np.ndarray, candidates: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

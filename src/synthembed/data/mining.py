@@ -16,9 +16,9 @@ from pathlib import Path
 
 from synthembed.corpus import read_corpus
 from synthembed.data.records import TrainRecord
-from synthembed.params import ModelParams, PrepareParams
+from synthembed.data.reference import load_reference
+from synthembed.params import PrepareParams
 
-MINER_MAX_SEQ_LENGTH = 256
 # The library's own embedding cache, one folder per miner fingerprint (its file names hash only the texts), so
 # the corpus is embedded once per miner, not on every run of the stage.
 MINING_CACHE_DIR = Path(".cache/mining")
@@ -31,15 +31,13 @@ def mine_negatives(records: list[TrainRecord], params: PrepareParams) -> tuple[l
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    from synthembed.encoder import Embedder
-
     todo = [record for record in records if record.negative is None]
     if not todo:
         return records, {}
     corpus = sorted({record.positive for record in records})
     if params.negative_corpus is not None:
         corpus = sorted(set(corpus) | {document.content for document in read_corpus(params.negative_corpus)})
-    miner = Embedder.load(params.negative_miner, ModelParams(max_seq_length=MINER_MAX_SEQ_LENGTH, dtype="fp32"))
+    miner = load_reference(params.negative_miner)
     # Every record's positive counts as its query's, also where the record already has a negative.
     pairs = Dataset.from_dict({"query": [r.query for r in records], "positive": [r.positive for r in records]})
     mined = mine_hard_negatives(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from synthembed.data.contamination import audit, check_contamination
+from synthembed.data.filters import filter_synthetic
 from synthembed.data.labeled import read_labeled
 from synthembed.data.mining import mine_negatives
 from synthembed.data.records import TRAIN_FILE, VALIDATION_FILE, TrainRecord
@@ -96,8 +97,14 @@ def run_prepare(config: Params) -> StageResult:
     per_source: dict[str, dict[str, Any]] = {}
     for name, records, weight in sources:
         unique = deduplicate(records, seen)
+        duplicates = len(records) - len(unique)
         mining: dict[str, float] = {}
-        if params.mine_negatives and name != "synthetic":
+        filtered: dict[str, dict[str, int]] = {}
+        if name == "synthetic":
+            unique, filtered = filter_synthetic(
+                unique, params.consistency_encoder, params.consistency_top_k, params.near_duplicate_similarity
+            )
+        elif params.mine_negatives:
             unique, mining = mine_negatives(unique, params)
         capped = weigh(unique, min(weight, 1.0), params.max_per_source, rng)
         source_train, source_validation = split_by_query(capped, params.validation_fraction, rng)
@@ -106,8 +113,9 @@ def run_prepare(config: Params) -> StageResult:
         validation += source_validation
         per_source[name] = {
             "read": len(records),
-            "duplicates": len(records) - len(unique),
+            "duplicates": duplicates,
             "mining": mining,
+            "filters": filtered,
             "train": len(source_train),
             "validation": len(source_validation),
         }
