@@ -61,11 +61,8 @@ QUERIED_COLUMNS = {
 }
 
 
-def evaluation_queries(
-    data_dir: Path, tasks: Iterable[str] | None = None, types: Iterable[str] | None = None
-) -> dict[str, list[str]]:
-    """Task name -> the distinct test-split texts a model is queried with, for every bundled task (or ``tasks``,
-    of MTEB's task ``types`` if given).
+def evaluation_queries(data_dir: Path, tasks: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """Task name -> the distinct test-split texts a model is queried with, for every bundled task (or ``tasks``).
 
     The tasks are built exactly as ``evaluate`` builds them (full splits), so the texts are those the model is
     scored on: their readers, files and filters (WikiQA's answered questions, SemEval's rated pairs, the SICK-R
@@ -75,6 +72,11 @@ def evaluation_queries(
     public training sets carry (CNN/DM article-highlight pairs are in the training data of all-MiniLM-L6-v2 and
     of E5), while the machine summaries exist only in SummEval; the articles are never encoded.
     """
+    return {name: texts for name, (_, texts) in _typed_queries(data_dir, tasks).items()}
+
+
+def _typed_queries(data_dir: Path, tasks: Iterable[str] | None) -> dict[str, tuple[str, list[str]]]:
+    """Task name -> (MTEB task type, its distinct queried texts), each task built and loaded once."""
     from synthembed.evaluate.tasks import SubsetSizes, bundled_tasks
 
     bundled = bundled_tasks(data_dir)
@@ -85,10 +87,8 @@ def evaluation_queries(
     queries = {}
     for name in names:
         task = bundled[name](SubsetSizes())
-        if types is not None and task.metadata.type not in types:
-            continue
         task.load_data()
-        queries[name] = list(dict.fromkeys(_queried_texts(task)))
+        queries[name] = (task.metadata.type, list(dict.fromkeys(_queried_texts(task))))
     return queries
 
 
@@ -229,14 +229,15 @@ def audit(
 
     ``max_similarity`` is the highest record-to-task cosine: how far the task is from being flagged.
     """
-    queries = evaluation_queries(data_dir, tasks)
+    typed = _typed_queries(data_dir, tasks)
+    queries = {task: texts for task, (_, texts) in typed.items()}
     distinct = list({(r.query, r.positive): r for r in reversed(records)}.values())[::-1]
     texts = list(dict.fromkeys(text for task_texts in queries.values() for text in task_texts))
     matches: dict[str, dict[int, Match]] = {task: {} for task in queries}
     _ngram_matches(distinct, NgramIndex(texts, ngram, min_words), texts, queries, matches)
     best_by_task: dict[str, np.ndarray] = {}
     if similarity is not None:
-        embedded = evaluation_queries(data_dir, list(queries), EMBEDDED_TYPES)
+        embedded = {task: texts for task, (kind, texts) in typed.items() if kind in EMBEDDED_TYPES}
         embedded_texts = list(dict.fromkeys(text for task_texts in embedded.values() for text in task_texts))
         embedded_id = {text: number for number, text in enumerate(embedded_texts)}
         rows = {
