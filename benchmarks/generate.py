@@ -45,7 +45,7 @@ def measure(server: FakeLLMServer, concurrency: int, count: int, latency: float)
             {
                 "llm": {"model": "openai/bench", "api_base": server.api_base, "max_concurrency": concurrency},
                 "brainstorm": {"output": str(tasks)},
-                "generate": {"num_examples": count},
+                "generate": {"num_examples": count, "corpus": None},
             }
         )
         fresh = run_stage("generate", config, track=False).metrics

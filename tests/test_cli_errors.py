@@ -30,7 +30,7 @@ COMMANDS = typer.main.get_command(app).commands
 # Option naming each command's main input file (for the missing / empty / unreadable input cases).
 INPUT_OPTIONS = {"embed": "--input", "search": "--corpus", "pipeline": "--dvc-file"}
 # Stages whose input file is named in params.yaml: params text with {path} (the input) and {tmp} (scratch).
-PARAMS_INPUTS = {"prepare": "prepare:\n  synthetic: {path}\n  labeled: []\n  output_dir: {tmp}/out\n"}
+PARAMS_INPUTS = {"prepare": "prepare:\n  synthetic: {path}\n  grounded: null\n  labeled: []\n  output_dir: {tmp}/out\n"}
 # Arguments a command needs before it reaches the step under test (kept cheap: small tasks, no real work).
 EXTRA_ARGS = {
     "embed": ["hello"],

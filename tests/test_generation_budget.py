@@ -92,7 +92,7 @@ def _config(server: FakeLLMServer, **llm) -> Params:
         {
             "llm": {"model": "openai/fake-llm", "api_base": server.api_base, "max_retries": 0, **llm},
             "brainstorm": {"tasks_per_request": 5, "requests_per_kind": 1},
-            "generate": {"num_examples": 40},
+            "generate": {"num_examples": 40, "corpus": None},
         }
     )
 

@@ -85,7 +85,7 @@ def _params(api_base: str, backbone: Path) -> dict:
     params["model"].update(backbone=str(backbone), max_seq_length=64, batch_size=8)
     params["llm"].update(model="openai/fake-model", api_base=api_base, max_concurrency=4, timeout_s=30)
     params["brainstorm"].update(requests_per_kind=1)
-    params["generate"].update(num_examples=8)
+    params["generate"].update(num_examples=8, corpus="data/eval/tiny", grounded_examples=4)
     params["prepare"].update(labeled=["data/labeled/tiny.jsonl"], mine_negatives=False, validation_fraction=0.0)
     params["train"].update(max_steps=2, batch_size=4, max_seq_length=64, save_steps=1, warmup_steps=0)
     params["evaluate"].update(tasks=["data/eval/tiny"], max_queries=None, max_documents=None)

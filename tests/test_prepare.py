@@ -84,7 +84,7 @@ def test_incomplete_examples_are_skipped(example: dict) -> None:
 
 
 def _config(tmp_path: Path, **prepare: object) -> Params:
-    values = dict(synthetic=str(tmp_path / "examples.jsonl"), labeled=[], mine_negatives=False,
+    values = dict(synthetic=str(tmp_path / "examples.jsonl"), grounded=None, labeled=[], mine_negatives=False,
                   output_dir=str(tmp_path / "train"))  # fmt: skip
     values.update(prepare)
     return Params(prepare=PrepareParams(**values))
@@ -229,6 +229,43 @@ def test_synthetic_filters_drop_unlinked_pairs_and_near_duplicate_queries(minilm
     assert everything == records and stats["short_long"]["kept"] == 5  # both filters off
 
 
+def test_grounded_records_are_filtered_mined_and_weighted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minilm_dir: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    grounded = tmp_path / "grounded.jsonl"
+    questions = [
+        "where is the Eiffel Tower",
+        "which city is the capital of France",
+        "how to file a tax return",  # written for DOCS[2] (Lyon) and linked to none of the documents: dropped
+        "which countries border France",
+        "how do plants turn light into energy",
+        "how do cells make ATP",
+    ]
+    rows = [{"instruction": "Find the fact", "query": q, "positive": d, "kind": "grounded_short_long", "doc_id": str(i)}
+            for i, (q, d) in enumerate(zip(questions, DOCS, strict=True))]  # fmt: skip
+    write_jsonl(grounded, rows)
+    config = _config(tmp_path, grounded=str(grounded), mine_negatives=True, validation_fraction=0.0,
+                     negative_miner=str(minilm_dir), negative_corpus=None, negative_rank_min=0,
+                     consistency_encoder=str(minilm_dir), consistency_top_k=1,
+                     contamination_limit=len(DOCS))  # short DOCS are STS test sentences  # fmt: skip
+    metrics = run_prepare(config).metrics
+    source = metrics["sources"]["grounded"]
+    assert source["filters"]["grounded"]["inconsistent"] == 1 and source["read"] == len(DOCS)
+    kept = source["filters"]["grounded"]["kept"]
+    assert source["mining"]["pairs"] == kept == source["train"] and metrics["kinds"]["grounded"]["train"] == kept
+    train = read_records(tmp_path / "train" / "train.jsonl")
+    assert "how to file a tax return" not in {r.query for r in train}
+    assert all(r.kind == "grounded" and r.negative and r.negative != r.positive for r in train)
+
+    config.prepare.grounded_weight = 0.0  # the data ablation's switch: the source is read, none of it trains
+    with pytest.raises(UserError, match="every source has weight 0"):
+        run_prepare(config)
+    config.prepare.grounded = str(tmp_path / "missing.jsonl")
+    with pytest.raises(UserError, match=r"missing.jsonl not found \(prepare.grounded\): run `synthembed generate`"):
+        run_prepare(config)
+
+
 def test_a_mining_window_narrower_than_the_negatives_asked_for_is_refused() -> None:
     for window in (
         {"negative_rank_min": 5, "negative_rank_max": 5},
@@ -278,10 +315,12 @@ def test_prepare_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "examples.jsonl", EXAMPLES)
     params = tmp_path / "params.yaml"
-    params.write_text("prepare:\n  synthetic: examples.jsonl\n  labeled: []\n  validation_fraction: 0\n")
+    params.write_text(
+        "prepare:\n  synthetic: examples.jsonl\n  grounded: null\n  labeled: []\n  validation_fraction: 0\n"
+    )
     result = CliRunner().invoke(app, ["prepare", "--params", str(params)])
     assert result.exit_code == 0, result.output
     assert "prepared 6 training and 0 validation records (4 with a hard negative)" in result.output
-    params.write_text("prepare:\n  synthetic: examples.jsonl\n  labeled: [nope.jsonl]\n")
+    params.write_text("prepare:\n  synthetic: examples.jsonl\n  grounded: null\n  labeled: [nope.jsonl]\n")
     result = CliRunner().invoke(app, ["prepare", "--params", str(params)])
     assert result.exit_code == 2 and "error: labeled set nope.jsonl not found" in result.output

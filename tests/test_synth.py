@@ -250,3 +250,17 @@ def test_kinds_without_brainstormed_tasks_are_skipped_or_refused(tmp_path):
     missing = {"brainstorm": {"output": str(tmp_path / "none.jsonl")}}
     with pytest.raises(UserError, match="run `synthembed brainstorm` first"):
         load_tasks(Params.model_validate(missing))
+
+
+def test_brainstorm_drops_near_duplicate_tasks_per_kind():
+    from synthembed.synth.brainstorm import drop_near_duplicates
+
+    rows = [
+        {"kind": "short_long", "task": "Retrieve recipes for a dish a user names."},
+        {"kind": "short_long", "task": "Retrieve recipes for a dish that a user names."},  # a rephrasing
+        {"kind": "short_long", "task": "Find court rulings that cite a given patent."},
+        {"kind": "long_long", "task": "Retrieve recipes for a dish that a user names."},  # another kind: kept
+    ]
+    kept, dropped = drop_near_duplicates(rows, similarity=0.95)
+    assert kept == [rows[0], rows[2], rows[3]] and dropped == {"short_long": 1}
+    assert drop_near_duplicates(rows, similarity=1.0 + 1e-6)[0] == rows  # nothing is that close

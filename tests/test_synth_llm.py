@@ -45,7 +45,7 @@ def _config(server: FakeLLMServer, **llm) -> dict:
             **llm,
         },
         "brainstorm": {"tasks_per_request": 5, "requests_per_kind": 1},
-        "generate": {"num_examples": 40},
+        "generate": {"num_examples": 40, "corpus": None},  # grounded generation: tests/test_grounded_generation.py
     }
 
 
@@ -204,7 +204,7 @@ def test_sigkill_mid_run_resumes_without_asking_twice(tmp_path, monkeypatch):
 
 def test_bad_language_is_one_line_error(tmp_path):
     (tmp_path / "params.yaml").write_text(
-        yaml.safe_dump({"generate": {"languages": ["Elvish"], "kinds": {"sts": 1.0}}})
+        yaml.safe_dump({"generate": {"languages": ["Elvish"], "kinds": {"sts": 1.0}, "corpus": None}})
     )
     result = subprocess.run(
         [sys.executable, "-m", "synthembed.cli", "generate"],
@@ -341,3 +341,46 @@ def test_credentials_in_params_are_refused_before_anything_is_recorded(tmp_path,
         "environment variables (e.g. OPENAI_API_KEY), never in params.yaml"
     ]
     assert "hunter2" not in result.output and not (tmp_path / "mlflow.db").exists()
+
+
+def _spent(costs: dict[str, dict]) -> float:
+    """What the kinds of ``cost_per_kind`` (or shapes of ``cost_per_shape``) cost in all, answers of every outcome."""
+    return sum(c["accepted_cost_usd"] + sum(c["rejected_cost_usd"].values()) for c in costs.values())
+
+
+def test_cost_per_accepted_example_adds_up_to_the_runs_cost(tmp_path, monkeypatch):
+    """gpt-4o-mini is in LiteLLM's price table and the server reports usage, so every answer has a cost: per kind
+    and grounded shape, cost_per_accepted_usd x accepted is all that the kind cost, rejected answers included,
+    and the kinds add up to the run's cost_usd. A re-run answered from the journal costs nothing."""
+    monkeypatch.chdir(tmp_path)
+    Path("data/synthetic").mkdir(parents=True)
+    tasks = [{"kind": "short_long", "task": f"Given a question about topic {n}, retrieve answers."} for n in range(3)]
+    Path("data/synthetic/tasks.jsonl").write_text("".join(json.dumps(row) + "\n" for row in tasks))
+    finding = "reports that vitamin D taken daily for a year cut respiratory infections in older adults"
+    documents = [f"Trial {n} {finding}." for n in range(3)] + [f"Trial {n} {finding}. " * 3 for n in range(3)]
+    Path("corpus.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in documents))
+
+    def mode(prompt: str) -> str:  # bitext answers all alike (duplicates but one), topic 0's cut short (no_json)
+        return "duplicate" if "translation retrieval" in prompt else "invalid" if "topic 0" in prompt else "json"
+
+    with FakeLLMServer(mode) as server:
+        settings = _config(server, model="openai/gpt-4o-mini")
+        kinds = {"short_long": 1.0, "bitext": 1.0}
+        settings["generate"] = {"num_examples": 16, "kinds": kinds, "corpus": "corpus.jsonl"}
+        config = Params.model_validate(settings)
+        metrics = run_stage("generate", config, track=False).metrics
+        again = run_stage("generate", config, track=False).metrics
+
+    costs, grounded = metrics["cost_per_kind"], metrics["grounded"]["cost_per_shape"]
+    assert metrics["cost_usd"] > 0 and metrics["unpriced_replies"] == 0
+    assert set(costs["bitext"]["rejected_cost_usd"]) == {"duplicate"}
+    assert costs["short_long"]["rejected_cost_usd"]["no_json"] > 0
+    for kind, cost in (costs | grounded).items():
+        assert cost["accepted"] == (metrics["per_kind"] | metrics["grounded"]["per_shape"])[kind]["valid"] > 0
+        assert cost["cost_per_accepted_usd"] * cost["accepted"] == pytest.approx(_spent({kind: cost}), abs=1e-7)
+    per_accepted = sum(c["cost_per_accepted_usd"] * c["accepted"] for c in costs.values())
+    assert per_accepted == pytest.approx(metrics["cost_usd"], abs=1e-7) and _spent(costs) == pytest.approx(per_accepted)
+    assert set(grounded) == {"grounded_short_long", "grounded_short_short"} and metrics["grounded"]["cost_usd"] > 0
+    assert _spent(grounded) == pytest.approx(metrics["grounded"]["cost_usd"], abs=1e-7)
+    assert again["journal_hits"] == 16 and again["cost_usd"] == 0 == _spent(again["cost_per_kind"])
+    assert [c["accepted"] for c in again["cost_per_kind"].values()] == [c["accepted"] for c in costs.values()]

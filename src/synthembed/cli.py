@@ -314,9 +314,21 @@ def evaluate(
     typer.echo(f"wrote {output}: {result.summary}\n{result.report}", err=True)
 
 
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="plan the requests as a run would and print, per kind, their number, prompt tokens, completion "
+        "tokens (each request's max_tokens, a ceiling) and estimated cost online and in batch; sends nothing, "
+        "needs no API key, writes nothing",
+    ),
+]
+
+
 def _stage_command(stage: Stage) -> Callable[..., None]:
-    """The sub-command of a stage that takes only ``--params``: run it, report its summary and warnings on
-    stderr (stdout is kept for data, as with embed, search and pipeline)."""
+    """The sub-command of a stage that takes only ``--params`` (and ``--dry-run`` when the stage plans LLM
+    requests): run it, report its summary and warnings on stderr (stdout is kept for data, as with embed, search
+    and pipeline)."""
 
     def command(ctx: typer.Context, params: ParamsOption = None) -> None:
         result = run_stage(stage, _params(params), distributed=_runtime(ctx).distributed)
@@ -324,8 +336,25 @@ def _stage_command(stage: Stage) -> Callable[..., None]:
         for warning in result.warnings:
             typer.echo(f"warning: {warning}", err=True)
 
-    command.__doc__ = stage.help
-    return reports_errors(command)
+    def command_or_dry_run(ctx: typer.Context, params: ParamsOption = None, dry_run: DryRunOption = False) -> None:
+        if dry_run:
+            _print_estimate(stage, _params(params))
+        else:
+            command(ctx, params)
+
+    chosen = command_or_dry_run if stage.plans else command
+    chosen.__doc__ = stage.help
+    return reports_errors(chosen)
+
+
+def _print_estimate(stage: Stage, config) -> None:
+    """The stage's planned requests, tokens and cost on stdout, notes on stderr: no client, no MLflow run, no file."""
+    from synthembed.synth.estimate import estimate, format_estimate
+
+    found = estimate(stage.planner()(config), config.llm)
+    typer.echo(format_estimate(found))
+    for note in found.notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 for _stage in PIPELINE.values():

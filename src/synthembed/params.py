@@ -46,6 +46,9 @@ class LLMParams(Section):
     model: str = "local/SmolLM2-135M-Instruct"
     api_base: str | None = None
     fallbacks: list[str] = []
+    # online: each request sent as the run goes; batch: the provider's batch API, about half the price, answers
+    # within 24 hours, resumable (docs/generation.md; OpenAI models; llm.fallbacks are not used).
+    mode: Literal["online", "batch"] = "online"
     temperature: float = Field(0.7, ge=0.0, le=2.0)  # the paper samples at 1.0; 0.7 keeps a 135M model coherent
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     # Each request's answer budget is sized from its kind and template parameters (synth/budget.py); an integer
@@ -75,6 +78,8 @@ class BrainstormParams(Section):
     kinds: list[BrainstormKind] = list(get_args(BrainstormKind))
     requests_per_kind: int = Field(2, ge=1)
     tasks_per_request: int = Field(8, ge=1)  # the paper asks for about 20; fewer fit a small model's output
+    # Of a kind's tasks whose definitions are this similar in cosine (the reference encoder), the first is kept.
+    near_duplicate_similarity: float | None = Field(0.95, gt=0, le=1)  # None: exact repeats only
     output: str = "data/synthetic/tasks.jsonl"
 
 
@@ -87,9 +92,9 @@ class GenerateParams(Section):
     output: str = "data/synthetic/examples.jsonl"
     # Corpus-grounded generation (docs/generation.md): your documents (BEIR folder, JSONL or plain text, .gz ok);
     # the LLM writes a task and a query for each sampled document. None: off.
-    corpus: str | None = None
-    grounded_examples: int = Field(24, ge=1)  # documents sampled with seed, without replacement
-    grounded_output: str = "data/synthetic/grounded.jsonl"  # a labeled set: list it in prepare.labeled
+    corpus: str | None = "data/eval/scifact"  # the SciFact abstracts (its corpus file; never its queries)
+    grounded_examples: int = Field(48, ge=1)  # documents sampled with seed, without replacement
+    grounded_output: str = "data/synthetic/grounded.jsonl"  # read by prepare.grounded
 
     @model_validator(mode="before")
     @classmethod
@@ -113,8 +118,10 @@ class GenerateParams(Section):
 
 class PrepareParams(Section):
     synthetic: str = "data/synthetic/examples.jsonl"
+    grounded: str | None = "data/synthetic/grounded.jsonl"  # generate's corpus-grounded records (None: none)
     labeled: list[str] = ["data/labeled/scifact_train.jsonl"]
-    synthetic_weight: float = Field(1.0, ge=0)
+    synthetic_weight: float = Field(1.0, ge=0)  # per source: 0 leaves it out, < 1 subsamples, > 1 repeats
+    grounded_weight: float = Field(1.0, ge=0)
     labeled_weight: float = Field(1.0, ge=0)
     max_per_source: int | None = Field(None, ge=1)
     validation_fraction: float = Field(0.05, ge=0, lt=1)
@@ -132,9 +139,9 @@ class PrepareParams(Section):
     contamination_ngram: int = Field(13, ge=1)
     contamination_similarity: float | None = Field(0.95, gt=0, le=1)
     contamination_limit: int = Field(0, ge=0)
-    # Synthetic records only (data/filters.py): drop a record whose positive this encoder does not rank within
-    # the top consistency_top_k of its kind's candidates for its query, and one whose query is this similar to
-    # an earlier one of its kind (None: that filter is off).
+    # LLM-written records only (synthetic and grounded; data/filters.py): drop a record whose positive this
+    # encoder does not rank within the top consistency_top_k of its kind's candidates for its query, and one whose
+    # query is this similar to an earlier one of its kind (None: that filter is off).
     consistency_encoder: str = "builtin:all-MiniLM-L6-v2"
     consistency_top_k: int | None = Field(3, ge=1)
     near_duplicate_similarity: float | None = Field(0.95, gt=0, le=1)

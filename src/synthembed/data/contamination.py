@@ -36,9 +36,9 @@ import numpy as np
 
 from synthembed.data.records import TrainRecord
 from synthembed.data.reference import encode_texts
+from synthembed.encoder.reference_encoder import REFERENCE_ENCODER
 from synthembed.errors import UserError
 
-DEFAULT_ENCODER = "builtin:all-MiniLM-L6-v2"
 # Task texts shorter than n are matched whole from this many words. At 4 and 5 words, titles and phrases
 # ("Global Burden of Disease Study" in NFCorpus, "a loss of function" in STS12) turned up inside 5 of the 912
 # shipped SciFact abstracts; from 6 words on, none did (docs/training.md, "Contamination audit").
@@ -211,7 +211,7 @@ def audit(
     ngram: int = 13,
     min_words: int = MIN_WORDS,
     similarity: float | None = 0.95,
-    encoder: str = DEFAULT_ENCODER,
+    encoder: str = REFERENCE_ENCODER,
     cache_dir: Path | None = None,
     tasks: Iterable[str] | None = None,
 ) -> dict[str, Any]:

@@ -1,11 +1,12 @@
-"""Filters for synthetic records beyond the paper's: round-trip consistency and near-duplicate queries.
+"""Filters for LLM-written records (synthetic and corpus-grounded) beyond the paper's: round-trip consistency
+and near-duplicate queries.
 
 An LLM's example can be well-formed JSON and still be a bad pair: a positive about something else, a query the
 positive does not answer. **Round trip** (as in InPars and Promptagator): a reference encoder ranks each
 record's positive among the positives and hard negatives of all synthetic records of its kind; a record whose
 own positive is not within the top ``top_k`` for its query is dropped. A kind with at most ``top_k`` candidates
 cannot fail it. **Near duplicates**: a small writer repeats itself in other words; of the records of one kind
-whose queries are at least ``similarity`` apart in cosine, the first (in file order) is kept.
+whose queries are at least ``similarity`` close in cosine, the first (in file order) is kept.
 
 Both read texts with the reference encoder (plain text, no instruction: the question is whether the pair is
 linked, not how the model under training sees it).
@@ -19,6 +20,7 @@ import numpy as np
 
 from synthembed.data.records import TrainRecord
 from synthembed.data.reference import encode_texts
+from synthembed.encoder.reference_encoder import near_duplicates
 
 
 def filter_synthetic(
@@ -37,9 +39,9 @@ def filter_synthetic(
             kind_records = [records[n] for n in numbers]
             if top_k is not None:
                 dropped |= {numbers[i]: "inconsistent" for i in inconsistent(kind_records, vectors, top_k)}
-            if similarity is not None:
-                kept = [(n, r) for n, r in zip(numbers, kind_records, strict=True) if n not in dropped]
-                repeats = near_duplicates([r for _, r in kept], vectors, similarity)
+            kept = [(n, r) for n, r in zip(numbers, kind_records, strict=True) if n not in dropped]
+            if similarity is not None and kept:
+                repeats = near_duplicates(np.stack([vectors[r.query] for _, r in kept]), similarity)
                 dropped |= {kept[i][0]: "near_duplicate" for i in repeats}
     stats = {}
     for kind, numbers in sorted(by_kind.items()):
@@ -66,16 +68,3 @@ def inconsistent(records: list[TrainRecord], vectors: dict[str, np.ndarray], top
         if rank >= top_k:
             failed.append(index)
     return failed
-
-
-def near_duplicates(records: list[TrainRecord], vectors: dict[str, np.ndarray], similarity: float) -> list[int]:
-    """Indices of the records whose query is at least ``similarity`` close to an earlier kept record's query."""
-    kept: list[np.ndarray] = []
-    repeats = []
-    for index, record in enumerate(records):
-        vector = vectors[record.query]
-        if kept and float(np.max(np.stack(kept) @ vector)) >= similarity:
-            repeats.append(index)
-        else:
-            kept.append(vector)
-    return repeats

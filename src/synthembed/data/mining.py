@@ -16,7 +16,7 @@ from pathlib import Path
 
 from synthembed.corpus import read_corpus
 from synthembed.data.records import TrainRecord
-from synthembed.data.reference import load_reference
+from synthembed.encoder.reference_encoder import load_reference
 from synthembed.params import PrepareParams
 
 # The library's own embedding cache, one folder per miner fingerprint (its file names hash only the texts), so

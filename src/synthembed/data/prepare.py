@@ -1,10 +1,16 @@
-"""The prepare stage: synthetic and labeled records mixed, capped, deduplicated and split into
-train/validation."""
+"""The prepare stage: synthetic examples, corpus-grounded records and labeled sets mixed, capped, deduplicated
+and split into train/validation.
+
+Per source, in this order: exact repeats dropped; LLM-written pairs (synthetic, grounded) through the round-trip
+and near-duplicate filters; pairs without a negative (grounded, labeled) given mined hard negatives; the weight
+applied; a share of its queries held out for validation. The contamination audit reads every record first.
+"""
 
 from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +61,22 @@ def weigh(records: list[TrainRecord], weight: float, cap: int | None, rng: rando
     return repeated[:target]
 
 
+@dataclass(frozen=True)
+class Source:
+    """One input of the stage: its records, its weight, and whether an LLM wrote them (those are filtered)."""
+
+    name: str
+    records: list[TrainRecord]
+    weight: float
+    written: bool
+    skipped: Counter[str] = field(default_factory=Counter)  # unusable lines by reason (synthetic examples)
+
+
 def nothing_to_train(params: PrepareParams) -> UserError:
-    return UserError(f"no training records: {params.synthetic} holds no usable examples and prepare.labeled adds none")
+    return UserError(
+        f"no training records: {params.synthetic} holds no usable examples and prepare.grounded and "
+        "prepare.labeled add none (or every source has weight 0)"
+    )
 
 
 def audit_sources(config: Params, records: list[TrainRecord]) -> dict[str, Any]:
@@ -76,17 +96,31 @@ def audit_sources(config: Params, records: list[TrainRecord]) -> dict[str, Any]:
     return report
 
 
+def read_sources(params: PrepareParams) -> list[Source]:
+    """The synthetic examples, the corpus-grounded records and each labeled set, with their weights."""
+    synthetic, skipped = read_synthetic(params.synthetic)
+    sources = [Source("synthetic", synthetic, params.synthetic_weight, written=True, skipped=skipped)]
+    if params.grounded is not None:
+        if not Path(params.grounded).exists():
+            raise UserError(
+                f"{params.grounded} not found (prepare.grounded): run `synthembed generate` with generate.corpus "
+                "set, or set prepare.grounded to null"
+            )
+        grounded = [replace(record, kind="grounded") for record in read_labeled(params.grounded)]
+        sources.append(Source("grounded", grounded, params.grounded_weight, written=True))
+    for path in params.labeled:
+        if not Path(path).exists():
+            raise UserError(f"labeled set {path} not found (prepare.labeled)")
+        sources.append(Source(Path(path).stem, read_labeled(path), params.labeled_weight, written=False))
+    return sources
+
+
 def run_prepare(config: Params) -> StageResult:
     """Write ``train.jsonl`` and ``validation.jsonl`` under ``prepare.output_dir``; return the metrics."""
     params = config.prepare
     rng = random.Random(config.seed)
-    synthetic, skipped = read_synthetic(params.synthetic)
-    sources: list[tuple[str, list[TrainRecord], float]] = [("synthetic", synthetic, params.synthetic_weight)]
-    for path in params.labeled:
-        if not Path(path).exists():
-            raise UserError(f"labeled set {path} not found (prepare.labeled)")
-        sources.append((Path(path).stem, read_labeled(path), params.labeled_weight))
-    everything = [record for _, records, _ in sources for record in records]
+    sources = read_sources(params)
+    everything = [record for source in sources for record in source.records]
     if not everything:
         raise nothing_to_train(params)
     contamination = audit_sources(config, everything)
@@ -95,24 +129,25 @@ def run_prepare(config: Params) -> StageResult:
     train: list[TrainRecord] = []
     validation: list[TrainRecord] = []
     per_source: dict[str, dict[str, Any]] = {}
-    for name, records, weight in sources:
-        unique = deduplicate(records, seen)
-        duplicates = len(records) - len(unique)
+    for source in sources:
+        unique = deduplicate(source.records, seen)
+        duplicates = len(source.records) - len(unique)
         mining: dict[str, float] = {}
         filtered: dict[str, dict[str, int]] = {}
-        if name == "synthetic":
+        if source.written:  # the LLM wrote (part of) each pair: keep only pairs the reference encoder links
             unique, filtered = filter_synthetic(
                 unique, params.consistency_encoder, params.consistency_top_k, params.near_duplicate_similarity
             )
-        elif params.mine_negatives:
+        if params.mine_negatives and source.name != "synthetic":  # synthetic kinds bring theirs or train without
             unique, mining = mine_negatives(unique, params)
-        capped = weigh(unique, min(weight, 1.0), params.max_per_source, rng)
+        capped = weigh(unique, min(source.weight, 1.0), params.max_per_source, rng)
         source_train, source_validation = split_by_query(capped, params.validation_fraction, rng)
-        source_train = weigh(source_train, max(weight, 1.0), None, rng) if weight > 1 else source_train
+        if source.weight > 1:
+            source_train = weigh(source_train, source.weight, None, rng)
         train += source_train
         validation += source_validation
-        per_source[name] = {
-            "read": len(records),
+        per_source[source.name] = {
+            "read": len(source.records),
             "duplicates": duplicates,
             "mining": mining,
             "filters": filtered,
@@ -135,7 +170,7 @@ def run_prepare(config: Params) -> StageResult:
         "with_negative": sum(record.negative is not None for record in train),
         "sources": per_source,
         "kinds": {kind: {"train": c["train"], "validation": c["validation"]} for kind, c in sorted(kinds.items())},
-        "skipped_synthetic": dict(sorted(skipped.items())),
+        "skipped_synthetic": dict(sorted(sources[0].skipped.items())),
         "contamination": {key: value for key, value in contamination.items() if key != "flagged_queries"},
     }
     summary = (

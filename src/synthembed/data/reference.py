@@ -1,5 +1,5 @@
-"""The reference encoder that prepare's checks read texts with (hard-negative mining, the contamination audit,
-the synthetic-record filters): fp32 and 256 tokens, so what they decide does not depend on the machine."""
+"""Texts read by the reference encoder (``encoder.reference_encoder``) through the evaluation's embedding
+cache, so that prepare's checks encode only the texts they have not seen before."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synthembed.encoder import Embedder
+from synthembed.encoder.reference_encoder import load_reference
 from synthembed.evaluate.cache import EmbeddingCache
-from synthembed.params import ModelParams
-
-MAX_SEQ_LENGTH = 256
-
-
-def load_reference(reference: str) -> Embedder:
-    return Embedder.load(reference, ModelParams(max_seq_length=MAX_SEQ_LENGTH, dtype="fp32"))
 
 
 def encode_texts(texts: list[str], reference: str, cache_dir: Path | None = None) -> np.ndarray:

@@ -75,6 +75,9 @@ class Stage:
     options: tuple[str, ...] = ()  # the same arguments as command-line options in dvc.yaml (``${}`` allowed)
     logged: Literal["outputs", "sample", "metrics"] = "metrics"  # what goes to MLflow besides the metrics
     comment: str = ""  # a note above the stage in dvc.yaml
+    # An LLM stage's "module:function" that plans its requests without sending any (config -> list of requests):
+    # its command gets --dry-run, which prints what the run would cost.
+    plans: str = ""
 
     @property
     def cli(self) -> str:
@@ -86,8 +89,16 @@ class Stage:
         return str(table_path(Path(self.metrics))) if self.plot else None
 
     def function(self) -> Callable[..., StageResult]:
-        module, name = self.runs.split(":")
-        return getattr(importlib.import_module(module), name)
+        return _imported(self.runs)
+
+    def planner(self) -> Callable[[Params], list[Any]]:
+        return _imported(self.plans)
+
+
+def _imported(reference: str) -> Callable[..., Any]:
+    """The function that a ``"module:function"`` reference names, imported now (the CLI starts without it)."""
+    module, name = reference.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def table_path(metrics: Path) -> Path:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from synthembed.encoder.reference_encoder import REFERENCE_ENCODER
 from synthembed.params import Params
 from synthembed.pipeline.stage import Plot, Stage
-
-REFERENCE_MODEL = "builtin:all-MiniLM-L6-v2"
 
 
 def trained_embedder(config: Params) -> str:
@@ -28,6 +27,7 @@ BRAINSTORM = Stage(
     name="brainstorm",
     help="Ask the LLM (llm.model) for task definitions of the four asymmetric kinds.",
     runs="synthembed.synth.brainstorm:run_brainstorm",
+    plans="synthembed.synth.brainstorm:brainstorm_requests",
     sections=("seed", "llm", "brainstorm"),
     code=("synth", "encoder", "secrets.py"),  # encoder: the local provider's builtin model
     assets=("prompts/brainstorm",),
@@ -40,6 +40,7 @@ GENERATE = Stage(
     name="generate",
     help="Write one training example per sampled request (kind, task and template parameters drawn with seed).",
     runs="synthembed.synth.generate:run_generate",
+    plans="synthembed.synth.generate:planned_requests",
     sections=("seed", "llm", "generate", "brainstorm.output"),
     code=(*BRAINSTORM.code, "corpus.py"),  # corpus.py: grounded generation reads generate.corpus
     assets=("prompts/generate",),
@@ -54,13 +55,14 @@ GENERATE = Stage(
 
 PREPARE = Stage(
     name="prepare",
-    help="Turn synthetic examples and labeled sets into training and validation records, mining hard negatives "
-    "and auditing every record against the evaluation tasks.",
+    help="Turn synthetic examples, corpus-grounded records and labeled sets into training and validation records, "
+    "filtering LLM-written pairs, mining hard negatives and auditing every record against the evaluation tasks.",
     runs="synthembed.data.prepare:run_prepare",
     sections=("seed", "prepare", "evaluate.data_dir"),
     code=("data", "encoder", "corpus.py", "evaluate"),  # evaluate: the tasks the contamination audit reads
     inputs=lambda config: [
         config.prepare.synthetic,
+        *([config.prepare.grounded] if config.prepare.grounded else []),
         *config.prepare.labeled,
         *([config.prepare.negative_corpus] if config.prepare.mine_negatives and config.prepare.negative_corpus else []),
         *evaluation_data(config),
@@ -119,8 +121,8 @@ EVALUATE_REFERENCE = Stage(
     sections=("seed", "evaluate", "model.batch_size"),
     code=EVALUATE.code,
     inputs=evaluation_data,
-    arguments=lambda config: {"model": REFERENCE_MODEL},
-    options=("--model", REFERENCE_MODEL),
+    arguments=lambda config: {"model": REFERENCE_ENCODER},
+    options=("--model", REFERENCE_ENCODER),
     metrics="metrics/eval_reference.json",
     plot=Plot(),
 )

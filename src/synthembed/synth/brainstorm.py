@@ -1,4 +1,8 @@
-"""Brainstorm: the LLM invents task definitions for the four asymmetric kinds (sts and bitext have none)."""
+"""Brainstorm: the LLM invents task definitions for the four asymmetric kinds (sts and bitext have none).
+
+Repeated tasks are dropped twice: exact repeats as they arrive, near repeats (``brainstorm.near_duplicate_similarity``,
+by the reference encoder) once all answers are in, so the result depends on the answers, not on their order.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from synthembed.encoder.reference_encoder import load_reference, near_duplicates
 from synthembed.io import write_jsonl
 from synthembed.params import Params
 from synthembed.pipeline.stage import StageResult
@@ -37,6 +42,20 @@ def brainstorm_requests(config: Params) -> list[Request]:
                 answer_request(config.llm, prompt, name, BRAINSTORM_SCHEMA, size, seed, kind=kind, request=index)
             )
     return requests
+
+
+def drop_near_duplicates(rows: list[dict[str, Any]], similarity: float) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """``rows`` without the tasks whose definition is at least ``similarity`` close (cosine under the reference
+    encoder) to an earlier task of its kind, and how many were dropped per kind. A small model rephrases its own
+    tasks; each repeat would draw requests away from the distinct ones."""
+    if not rows:
+        return rows, Counter()
+    vectors = load_reference().encode_documents([row["task"] for row in rows])
+    by_kind: dict[str, list[int]] = {}
+    for number, row in enumerate(rows):
+        by_kind.setdefault(row["kind"], []).append(number)
+    dropped = {numbers[i] for numbers in by_kind.values() for i in near_duplicates(vectors[numbers], similarity)}
+    return [row for n, row in enumerate(rows) if n not in dropped], Counter(rows[n]["kind"] for n in dropped)
 
 
 def run_brainstorm(config: Params) -> StageResult:
@@ -76,6 +95,12 @@ def run_brainstorm(config: Params) -> StageResult:
     requests = brainstorm_requests(config)
     stats = client.run(requests, on_reply, desc="brainstorm")
     rows = sorted(found.values(), key=lambda row: (row["kind"], row["request"]))
+    if config.brainstorm.near_duplicate_similarity is not None:
+        rows, repeats = drop_near_duplicates(rows, config.brainstorm.near_duplicate_similarity)
+        for kind, count in repeats.items():
+            rejected["near_duplicate_task"] += count
+            per_kind[kind]["near_duplicate_task"] = count
+            per_kind[kind]["tasks"] -= count
     require_accepted("brainstorm", len(requests), len(rows), rejected, config.llm.cache_dir)
     write_jsonl(config.brainstorm.output, rows)
     metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(rows), rejected)

@@ -1,5 +1,8 @@
 """Every LLM call of the pipeline: LiteLLM Router (fallbacks, retries with backoff), a concurrency bound,
 the disk cache and journal, cost accounting, the budget stop, and a live progress bar.
+
+``llm.mode: batch`` sends what journal and cache do not answer through the provider's batch API instead
+(``synth.batch``); each of its lines becomes a reply by the same journal, cache and accounting steps.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from tqdm import tqdm
 from synthembed.errors import UserError, first_line
 from synthembed.params import LLMParams
 from synthembed.secrets import redact
+from synthembed.synth.batch import BatchRun, LineResult, batch_cost, check_model
 
 PRIMARY = "primary"
 # What a local OpenAI-compatible server (vLLM, Ollama, llama.cpp) gets when the environment holds no key:
@@ -48,6 +52,7 @@ class Reply:
     source: str = "llm"  # llm | cache | journal
     error: str | None = None
     finish_reason: str | None = None  # as LiteLLM reports it: stop, length, ...
+    cost_usd: float = 0.0  # what this run paid for it: 0 for a journal, cache or unpriced answer
 
     @property
     def truncated(self) -> bool:
@@ -98,13 +103,16 @@ class LLMClient:
 
             register()
         for model in (settings.model, *settings.fallbacks):
-            _check_provider(model)
+            check_provider(model)
+        if settings.mode == "batch":
+            check_model(settings.model)
         if not settings.api_base:
             for model in (settings.model, *settings.fallbacks):
-                if missing := _missing_key_variables(model):
+                if missing := missing_key_variables(model):
                     raise UserError(
                         f"llm.model {model} needs an API key: set {' or '.join(missing)} in the environment"
                     )
+        self.stage = journal_name
         self.journal = Journal(Path(settings.cache_dir) / f"{journal_name}.journal.jsonl")
         models = [settings.model, *settings.fallbacks]
         names = [PRIMARY] + [f"fallback-{i}" for i in range(len(settings.fallbacks))]
@@ -126,7 +134,7 @@ class LLMClient:
         deployment: dict[str, Any] = {"model": model, "timeout": self.settings.timeout_s, "max_retries": 0}
         if self.settings.api_base:
             deployment["api_base"] = self.settings.api_base
-            if _missing_key_variables(model):
+            if missing_key_variables(model):
                 deployment["api_key"] = PLACEHOLDER_KEY
         return deployment
 
@@ -135,6 +143,17 @@ class LLMClient:
             "temperature": self.settings.temperature,
             "top_p": self.settings.top_p,
             "max_tokens": request.max_tokens,
+        }
+
+    def completion_params(self, request: Request) -> dict[str, Any]:
+        """The chat-completion parameters of ``request``: what an online call sends and a batch line carries."""
+        from synthembed.synth.taxonomy import response_format
+
+        return {
+            "messages": request.messages,
+            "response_format": response_format(request.schema_name, request.schema),
+            "seed": request.seed,
+            **self.sampling(request),
         }
 
     def request_key(self, request: Request) -> str:
@@ -159,51 +178,164 @@ class LLMClient:
             self.journal = type(self.journal)(self.journal.path)
         try:
             with litellm_settings(Path(self.settings.cache_dir) / "responses"):
-                asyncio.run(self._run_all(requests, on_reply, desc))
+                if self.settings.mode == "batch":
+                    self._run_batch(requests, on_reply, desc)
+                else:
+                    asyncio.run(self._run_all(requests, on_reply, desc))
         finally:
             self.journal.close()
         return self.stats
 
     async def _run_all(self, requests: list[Request], on_reply: Callable[[Reply], Outcome], desc: str) -> None:
-        semaphore = asyncio.Semaphore(self.settings.max_concurrency)
-        rejected = Counter()
-        bar = tqdm(total=len(requests), desc=desc, unit="req", dynamic_ncols=True, mininterval=0.5)
+        """``llm.max_concurrency`` workers take the requests in plan order from one iterator: as many coroutines as
+        requests in flight, not one per planned request (a paper-scale run plans hundreds of thousands)."""
+        progress = Progress(self.stats, len(requests), desc)
+        planned = iter(requests)
 
-        async def one(request: Request) -> None:
-            async with semaphore:
-                reply = await self._answer(request)
-            if reply is None:
-                bar.update(1)
-                return
-            outcome = on_reply(reply)
-            if outcome is not None:
-                rejected[outcome] += 1
-            bar.update(1)
-            bar.set_postfix(
-                cached=self.stats.cache_hits + self.stats.journal_hits,
-                rejected=sum(rejected.values()),
-                cost=f"${self.stats.cost_usd:.4f}",
-                refresh=False,
-            )
+        async def worker() -> None:
+            for request in planned:  # next() never awaits, so no two workers take the same request
+                progress.done(await self._answer(request), on_reply)
 
         try:
-            await asyncio.gather(*(one(request) for request in requests))
+            await asyncio.gather(*(worker() for _ in range(min(self.settings.max_concurrency, len(requests)))))
         finally:
-            bar.close()
+            progress.close()
+
+    def _run_batch(self, requests: list[Request], on_reply: Callable[[Reply], Outcome], desc: str) -> None:
+        """Answer from the journal and the response cache what they hold, send the rest (as far as the budget
+        covers) as provider batches, and turn each line into a reply as an online answer is made."""
+        run = BatchRun(Path(self.settings.cache_dir) / "batches", self.stage, self._batch_api())
+        progress = Progress(self.stats, len(requests), desc)
+        waiting: dict[str, list[Request]] = {}  # by key; an identical request is answered from the first's journal
+        try:
+            for request in requests:
+                key = self.request_key(request)
+                if key in waiting:
+                    waiting[key].append(request)
+                elif (reply := self._from_journal(request, key) or self._from_cache(request, key)) is not None:
+                    progress.done(reply, on_reply)
+                else:
+                    waiting[key] = [request]
+            lines, skipped = self._affordable(waiting, run.sent())
+            for _ in range(skipped):
+                progress.done(None, on_reply)
+
+            def collect(line: LineResult) -> None:
+                first, *identical = waiting.pop(line.custom_id)
+                reply = self._from_line(first, line)
+                progress.done(reply, on_reply)
+                for request in identical:
+                    journaled = self._from_journal(request, line.custom_id)
+                    progress.done(journaled or replace(reply, request=request), on_reply)
+
+            run.run(lines, set(waiting), lambda key: self.journal.get(key) is not None, collect, progress.batches)
+        except openai.APIError as exc:  # the batch API's calls, their retries spent: a rerun resumes
+            raise self._fatal(exc) or UserError(
+                f"the provider's batch API failed ({type(exc).__name__}): {_first_line(exc)}; "
+                "run the command again to resume"
+            ) from None
+        finally:
+            progress.close()
+
+    def _affordable(self, waiting: dict[str, list[Request]], sent: set[str]) -> tuple[dict[str, dict[str, Any]], int]:
+        """The batch lines to submit (key -> body), and how many requests were skipped for the budget (taken out
+        of ``waiting``). A batch is paid for before any answer is seen, so the online stop at the accounted
+        cost would come too late: in plan order, a request goes only while ``llm.budget_usd`` covers the most it
+        can cost (its prompt and all of its ``max_tokens`` at batch prices) beside what is spent and what earlier
+        runs sent (``sent``)."""
+        import litellm
+
+        model = self.settings.model
+        priced = batch_cost(model, 0, 0) is not None
+
+        def ceiling(request: Request) -> float:
+            tokens = litellm.token_counter(model=model, messages=request.messages) if priced else 0
+            return batch_cost(model, tokens, request.max_tokens) or 0.0
+
+        left = self.settings.budget_usd - self.stats.cost_usd
+        left -= sum(ceiling(group[0]) for key, group in waiting.items() if key in sent)
+        served_name = litellm.get_llm_provider(model)[0]  # the model as the provider knows it, as online sends it
+        lines, skipped = {}, 0
+        for key, group in list(waiting.items()):
+            if key in sent:
+                continue
+            cost = ceiling(group[0])
+            if self.stats.budget_exhausted or cost > left:
+                self.stats.budget_exhausted = True
+                skipped += len(waiting.pop(key))
+                continue
+            left -= cost
+            lines[key] = {"model": served_name, **self.completion_params(group[0])}
+        self.stats.skipped_for_budget += skipped
+        return lines, skipped
+
+    def _batch_api(self) -> dict[str, Any]:
+        """What every batch-API call of LiteLLM takes: the provider, the key and server, timeout and retries."""
+        import litellm
+
+        deployment = self._deployment(self.settings.model)
+        return {
+            "custom_llm_provider": litellm.get_llm_provider(self.settings.model)[1],
+            "timeout": self.settings.timeout_s,
+            "max_retries": self.settings.max_retries,
+            **{name: deployment[name] for name in ("api_base", "api_key") if name in deployment},
+        }
 
     async def _answer(self, request: Request) -> Reply | None:
         key = self.request_key(request)
-        entry = self.journal.get(key)
-        if entry is not None:
-            self.stats.journal_hits += 1
-            finish = entry.get("finish_reason")
-            return Reply(
-                request, content=entry["content"], model=entry["model"], source="journal", finish_reason=finish
-            )
+        if (reply := self._from_journal(request, key)) is not None:
+            return reply
         if self._over_budget():
             self.stats.skipped_for_budget += 1
             return None
         return await self._call(request, key)
+
+    def _from_journal(self, request: Request, key: str) -> Reply | None:
+        entry = self.journal.get(key)
+        if entry is None:
+            return None
+        self.stats.journal_hits += 1
+        finish = entry.get("finish_reason")
+        return Reply(request, content=entry["content"], model=entry["model"], source="journal", finish_reason=finish)
+
+    def _from_cache(self, request: Request, key: str) -> Reply | None:
+        """The answer LiteLLM's response cache holds for ``request``, found as an online call finds it."""
+        import litellm
+
+        cached = litellm.cache.get_cache(cache_key=self._cache_key(request)) if litellm.cache else None
+        if not isinstance(cached, dict) or not cached.get("choices"):
+            return None
+        choice = cached["choices"][0]
+        content = (choice.get("message") or {}).get("content") or ""
+        model = cached.get("model") or self.settings.model
+        return self._record(request, key, content, model, choice.get("finish_reason"), None, None, cache_hit=True)
+
+    def _from_line(self, request: Request, line: LineResult) -> Reply:
+        """A batch line as the reply an online call would have given: counted, priced at batch rates, journaled
+        before it is parsed, and stored in the response cache under the online call's key."""
+        import litellm
+
+        if line.body is None:
+            return self._failed(request, line.error or "request_failed")
+        body = line.body
+        choice = body["choices"][0]
+        usage = body.get("usage") or {}
+        tokens = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+        cost = batch_cost(self.settings.model, *tokens)
+        model = body.get("model") or self.settings.model
+        content = choice["message"].get("content") or ""
+        finish = choice.get("finish_reason")
+        reply = self._record(request, line.custom_id, content, model, finish, tokens, cost, cache_hit=False)
+        if litellm.cache:
+            litellm.cache.add_cache(litellm.ModelResponse(**body), cache_key=self._cache_key(request))
+        return reply
+
+    def _cache_key(self, request: Request) -> str:
+        """The key LiteLLM's response cache files an online call under: the Router's model group for the
+        model, the chat parameters, then the ``stream=False`` LiteLLM adds (the key follows this order)."""
+        import litellm
+
+        return litellm.cache.get_cache_key(model=PRIMARY, **self.completion_params(request), stream=False)
 
     def _over_budget(self) -> bool:
         if self.stats.cost_usd > 0 and self.stats.cost_usd >= self.settings.budget_usd:
@@ -211,66 +343,116 @@ class LLMClient:
         return self.stats.budget_exhausted
 
     async def _call(self, request: Request, key: str) -> Reply:
-        import litellm
-
-        from synthembed.synth.taxonomy import response_format
-
         try:
-            response = await self.router.acompletion(
-                model=PRIMARY,
-                messages=request.messages,
-                response_format=response_format(request.schema_name, request.schema),
-                caching=True,
-                seed=request.seed,
-                **self.sampling(request),
-            )
-        except litellm.AuthenticationError as exc:
-            raise UserError(self._refused_key(exc)) from None
-        except (litellm.PermissionDeniedError, litellm.NotFoundError) as exc:
-            raise UserError(
-                f"the LLM provider refused the request ({type(exc).__name__}): {_first_line(exc)}"
-            ) from None
+            response = await self.router.acompletion(model=PRIMARY, caching=True, **self.completion_params(request))
         except openai.APIError as exc:  # the base of every LiteLLM API error; the retries are spent by now
-            if _is_connection_error(exc) and not self._answered:
-                where = self.settings.api_base or f"the provider of {self.settings.model}"
-                raise UserError(
-                    f"nothing answers at {where} (connection failed after {self.settings.max_retries} retries): "
-                    "start the server or correct llm.api_base"
-                ) from None
-            self.stats.requests += 1
-            reason = _failure_reason(exc)
-            self.stats.failed[reason] += 1
-            return Reply(request, error=reason)
+            if (fatal := self._fatal(exc)) is not None:
+                raise fatal from None
+            return self._failed(request, _failure_reason(exc))
         self._answered = True
         hidden = getattr(response, "_hidden_params", {}) or {}
         content = response.choices[0].message.content or ""
         finish = response.choices[0].finish_reason
         model = response.model or self.settings.model
-        if hidden.get("cache_hit"):
+        cache_hit = bool(hidden.get("cache_hit"))
+        usage = getattr(response, "usage", None)
+        tokens = (getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
+        cost = None if cache_hit else _cost(response, hidden)
+        return self._record(request, key, content, model, finish, tokens, cost, cache_hit)
+
+    def _record(
+        self,
+        request: Request,
+        key: str,
+        content: str,
+        model: str,
+        finish: str | None,
+        tokens: tuple[int, int] | None,
+        cost: float | None,
+        cache_hit: bool,
+    ) -> Reply:
+        """Count an answer (``tokens`` and ``cost`` unless it came from the cache; None: unpriced) and journal
+        it, durable before ``on_reply`` parses it: every answer, online or from a batch, passes here."""
+        if cache_hit:
             self.stats.cache_hits += 1
             cost = 0.0
         else:
             self.stats.requests += 1
-            usage = getattr(response, "usage", None)
-            self.stats.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
-            self.stats.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
-            cost = _cost(response, hidden)
+            prompt_tokens, completion_tokens = tokens or (0, 0)
+            self.stats.prompt_tokens += prompt_tokens
+            self.stats.completion_tokens += completion_tokens
             if cost is None:
                 self.stats.unpriced_replies += 1
                 cost = 0.0
             self.stats.cost_usd += cost
         entry = {"key": key, "model": model, "content": content, "finish_reason": finish, "cost_usd": cost}
         self.journal.append({**entry, "at": time.time()})
-        source = "cache" if hidden.get("cache_hit") else "llm"
-        return Reply(request, content=content, model=model, source=source, finish_reason=finish)
+        source = "cache" if cache_hit else "llm"
+        return Reply(request, content=content, model=model, source=source, finish_reason=finish, cost_usd=cost)
+
+    def _failed(self, request: Request, reason: str) -> Reply:
+        """A request that reached the provider and got no answer: counted by reason, never journaled, so a
+        rerun asks again."""
+        self.stats.requests += 1
+        self.stats.failed[reason] += 1
+        return Reply(request, error=reason)
+
+    def _fatal(self, exc: openai.APIError) -> UserError | None:
+        """The failures no retry or other request mends, as one line: a refused key, a refused request (no
+        such model, no access), nothing listening before any answer came."""
+        if isinstance(exc, openai.AuthenticationError):
+            return UserError(self._refused_key(exc))
+        if isinstance(exc, (openai.PermissionDeniedError, openai.NotFoundError)):
+            return UserError(f"the LLM provider refused the request ({type(exc).__name__}): {_first_line(exc)}")
+        if _is_connection_error(exc) and not self._answered:
+            where = self.settings.api_base or f"the provider of {self.settings.model}"
+            return UserError(
+                f"nothing answers at {where} (connection failed after {self.settings.max_retries} retries): "
+                "start the server or correct llm.api_base"
+            )
+        return None
 
     def _refused_key(self, exc: Exception) -> str:
         """A 401 as one line that names the variable to set."""
         variable = _key_variable(self.settings.model)
         where = f"the LLM server at {self.settings.api_base}" if self.settings.api_base else "the LLM provider"
-        if self.settings.api_base and _missing_key_variables(self.settings.model):
+        if self.settings.api_base and missing_key_variables(self.settings.model):
             return f"{where} wants an API key (401): set {variable} in the environment"
         return f"{where} refused the API key in {variable} (401): {_first_line(exc)}"
+
+
+class Progress:
+    """A run's live bar: requests done, with cached, rejected and cost beside (and a batch run's batches)."""
+
+    def __init__(self, stats: Stats, total: int, desc: str):
+        self.stats = stats
+        self.rejected: Counter[str] = Counter()
+        self.batch_counts = ""
+        self.bar = tqdm(total=total, desc=desc, unit="req", dynamic_ncols=True, mininterval=0.5)
+
+    def done(self, reply: Reply | None, on_reply: Callable[[Reply], Outcome]) -> None:
+        """Hand ``reply`` to ``on_reply`` and count it; None is a request not sent for the budget."""
+        if reply is not None and (outcome := on_reply(reply)) is not None:
+            self.rejected[outcome] += 1
+        self.bar.update(1)
+        self._show(refresh=False)
+
+    def batches(self, counts: str) -> None:
+        self.batch_counts = counts
+        self._show(refresh=True)
+
+    def _show(self, refresh: bool) -> None:
+        shown = {"batches": self.batch_counts} if self.batch_counts else {}
+        self.bar.set_postfix(
+            cached=self.stats.cache_hits + self.stats.journal_hits,
+            rejected=sum(self.rejected.values()),
+            cost=f"${self.stats.cost_usd:.4f}",
+            **shown,
+            refresh=refresh,
+        )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 @contextlib.contextmanager
@@ -297,7 +479,7 @@ def litellm_settings(responses: Path) -> Iterator[None]:
         cache.cache.close()
 
 
-def _check_provider(model: str) -> None:
+def check_provider(model: str) -> None:
     """A model string whose provider LiteLLM does not know is a configuration error, found before sending."""
     import litellm
 
@@ -334,7 +516,7 @@ def _failure_reason(exc: Exception) -> str:
     return "server_error" if (getattr(exc, "status_code", 0) or 0) >= 500 else "request_failed"
 
 
-def _missing_key_variables(model: str) -> list[str]:
+def missing_key_variables(model: str) -> list[str]:
     """The API-key variables that ``model``'s provider needs and the environment lacks (none for local/...)."""
     import litellm
 

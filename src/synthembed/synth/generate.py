@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from synthembed.corpus import Document
 from synthembed.errors import UserError
 from synthembed.io import read_jsonl, write_jsonl
 from synthembed.params import Params
@@ -92,15 +93,27 @@ def plan_requests(config: Params, tasks: dict[str, list[str]]) -> list[Request]:
     return requests
 
 
+def plan_run(config: Params) -> tuple[list[Request], list[Document], list[Request]]:
+    """Everything a run asks, planned before any request is sent: the examples' requests, the documents of
+    ``generate.corpus`` (none when it is off) and their grounded requests."""
+    requests = plan_requests(config, load_tasks(config))
+    documents = grounded.load_documents(config) if config.generate.corpus else []
+    return requests, documents, grounded.plan_grounded(config, documents)
+
+
+def planned_requests(config: Params) -> list[Request]:
+    """The requests a run would send, examples then grounded ones (``synthembed generate --dry-run``)."""
+    requests, _, grounded_requests = plan_run(config)
+    return [*requests, *grounded_requests]
+
+
 def run_generate(config: Params) -> StageResult:
     """Write ``generate.output`` (validated examples) and, with ``generate.corpus``, ``generate.grounded_output``;
     return the metrics."""
     started = time.perf_counter()
-    requests = plan_requests(config, load_tasks(config))
-    documents = grounded.load_documents(config) if config.generate.corpus else []  # before any request is sent
-    grounded_requests = grounded.plan_grounded(config, documents)
+    requests, documents, grounded_requests = plan_run(config)
     client = LLMClient(config.llm, "generate")
-    candidates: dict[int, dict[str, Any]] = {}
+    candidates: dict[int, tuple[dict[str, Any], float]] = {}  # by request: the record and what its answer cost
     reject = Rejections()
 
     def on_reply(reply: Reply) -> str | None:
@@ -108,9 +121,9 @@ def run_generate(config: Params) -> StageResult:
         value, reason = reply_json(reply)
         data, reason = (None, reason) if value is None else validate(meta["kind"], value)
         if data is None:
-            return reject(meta["kind"], reason or "invalid")
+            return reject(meta["kind"], reason or "invalid", reply.cost_usd)
         params = meta["params"]
-        candidates[meta["index"]] = {
+        record = {
             "kind": meta["kind"],
             "task": meta["task"],
             "language": params.get("language") or params["src_lang"],
@@ -118,25 +131,27 @@ def run_generate(config: Params) -> StageResult:
             "model": reply.model,
             "data": data,
         }
+        candidates[meta["index"]] = record, reply.cost_usd
         return None
 
     stats = client.run(requests, on_reply, desc="generate")
     # Drop exact duplicates in request order, so a resumed run keeps the same records as a clean one.
     records, seen = [], set()
     for index in sorted(candidates):
-        record = candidates[index]
+        record, cost_usd = candidates[index]
         fingerprint = json.dumps([record["kind"], record["data"]], sort_keys=True, ensure_ascii=False)
         if fingerprint in seen:
-            reject(record["kind"], "duplicate")
+            reject(record["kind"], "duplicate", cost_usd)
             continue
         seen.add(fingerprint)
-        reject.valid(record["kind"])
+        reject.valid(record["kind"], cost_usd)
         records.append(record)
     require_accepted("generate", len(requests), len(records), reject.total, config.llm.cache_dir)
     write_jsonl(config.generate.output, records)
     metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), reject.total)
     metrics["planned"] = len(requests)
     metrics["per_kind"] = reject.by_kind()
+    metrics["cost_per_kind"] = reject.cost_by_kind()
     weights = weights_of(config)
     metrics["kind_weights"] = {kind: round(weight / sum(weights.values()), 4) for kind, weight in weights.items()}
     metrics |= budget_metrics(requests)

@@ -6,9 +6,10 @@ and what a user would type to find it, with query parameters sampled from the sh
 one the short_short shape (a matching task, and a short input that it matches). The document is the positive,
 so the LLM writes only the short side: its budget is a sentence-long task and the query (``budget``).
 
-The records are a labeled set (``instruction``, ``query``, ``positive``, no ``negative``; plus provenance that
-``data.labeled.read_labeled`` ignores): list ``generate.grounded_output`` in ``prepare.labeled`` and prepare
-mines their hard negatives from the corpus named in ``prepare.negative_corpus``.
+The records are in the labeled-set format (``instruction``, ``query``, ``positive``, no ``negative``; plus
+provenance that ``data.labeled.read_labeled`` ignores). ``prepare.grounded`` reads them: it drops the pairs the
+reference encoder does not link (round trip) and mines their hard negatives from ``prepare.negative_corpus``,
+which for the offline default is the same SciFact corpus the documents were sampled from.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def run_grounded(config: Params, client: LLMClient, requests: list[Request]) -> 
         value, reason = reply_json(reply)
         data, reason = (None, reason) if value is None else validate_grounded(value, document.content)
         if data is None:
-            return reject(meta["kind"], reason or "invalid")
-        reject.valid(meta["kind"])
+            return reject(meta["kind"], reason or "invalid", reply.cost_usd)
+        reject.valid(meta["kind"], reply.cost_usd)
         records[meta["index"]] = {
             "instruction": data["task"],
             "query": data["query"],
@@ -111,4 +112,5 @@ def run_grounded(config: Params, client: LLMClient, requests: list[Request]) -> 
     metrics["planned"] = len(requests)
     metrics["output"] = config.generate.grounded_output
     metrics["per_shape"] = reject.by_kind()
+    metrics["cost_per_shape"] = reject.cost_by_kind()
     return metrics | budget_metrics(requests)

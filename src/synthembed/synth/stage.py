@@ -38,22 +38,44 @@ def answer_request(
 
 
 class Rejections:
-    """Rejected answers counted by reason, in all and per kind (or grounded shape), beside the valid ones."""
+    """Answers counted by outcome, in all and per kind (or grounded shape): the valid ones, the rejected ones by
+    reason, and what each outcome cost in this run (``Reply.cost_usd``), so a kind's price per usable example
+    shows the money its rejected answers wasted."""
 
     def __init__(self) -> None:
         self.total: Counter[str] = Counter()
         self.per_kind: dict[str, Counter[str]] = defaultdict(Counter)
+        self.accepted_usd: dict[str, float] = defaultdict(float)
+        self.rejected_usd: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # by kind, reason
 
-    def __call__(self, kind: str, reason: str) -> str:
+    def __call__(self, kind: str, reason: str, cost_usd: float) -> str:
         self.total[reason] += 1
         self.per_kind[kind][f"rejected_{reason}"] += 1
+        self.rejected_usd[kind][reason] += cost_usd
         return reason
 
-    def valid(self, kind: str) -> None:
+    def valid(self, kind: str, cost_usd: float) -> None:
         self.per_kind[kind]["valid"] += 1
+        self.accepted_usd[kind] += cost_usd
 
     def by_kind(self) -> dict[str, dict[str, int]]:
         return {kind: dict(sorted(counts.items())) for kind, counts in sorted(self.per_kind.items())}
+
+    def cost_by_kind(self) -> dict[str, dict[str, Any]]:
+        """Per kind: the accepted answers and their cost, the rejected answers' cost by reason, and
+        ``cost_per_accepted_usd``, the kind's whole cost (rejected answers included) per accepted answer (None
+        without one): times ``accepted`` it gives back what the kind cost."""
+        costs = {}
+        for kind in sorted(self.per_kind):
+            accepted, rejected = self.per_kind[kind]["valid"], self.rejected_usd[kind]
+            whole = self.accepted_usd[kind] + sum(rejected.values())
+            costs[kind] = {
+                "accepted": accepted,
+                "accepted_cost_usd": round(self.accepted_usd[kind], 8),
+                "rejected_cost_usd": {reason: round(usd, 8) for reason, usd in sorted(rejected.items())},
+                "cost_per_accepted_usd": round(whole / accepted, 8) if accepted else None,
+            }
+        return costs
 
 
 def reply_json(reply: Reply) -> tuple[Any, str | None]:
