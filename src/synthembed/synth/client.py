@@ -43,6 +43,13 @@ class Request:
     seed: int | None = None  # a sampling seed per request: repeated prompts still get distinct answers
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def prompt_tokens(self, model: str) -> int:
+        """The prompt's size in ``model``'s tokens (LiteLLM's count): with ``max_tokens``, the most a provider can
+        bill for this request, which the cost estimate and the batch budget both price."""
+        import litellm
+
+        return litellm.token_counter(model=model, messages=self.messages)
+
 
 @dataclass
 class Reply:
@@ -249,8 +256,9 @@ class LLMClient:
         priced = batch_cost(model, 0, 0) is not None
 
         def ceiling(request: Request) -> float:
-            tokens = litellm.token_counter(model=model, messages=request.messages) if priced else 0
-            return batch_cost(model, tokens, request.max_tokens) or 0.0
+            if not priced:  # no price to multiply: skip counting the tokens
+                return 0.0
+            return batch_cost(model, request.prompt_tokens(model), request.max_tokens) or 0.0
 
         left = self.settings.budget_usd - self.stats.cost_usd
         left -= sum(ceiling(group[0]) for key, group in waiting.items() if key in sent)

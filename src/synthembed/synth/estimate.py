@@ -68,8 +68,6 @@ def estimate(requests: list[Request], llm: LLMParams) -> Estimate:
 
     The model strings are checked as a real run checks them (an unknown provider is one line); a missing API
     key is only a note, since nothing is sent."""
-    import litellm
-
     for model in (llm.model, *llm.fallbacks):
         check_provider(model)
     by_kind: dict[str, list[Request]] = defaultdict(list)
@@ -79,7 +77,7 @@ def estimate(requests: list[Request], llm: LLMParams) -> Estimate:
         _priced(
             kind,
             len(planned),
-            sum(litellm.token_counter(model=llm.model, messages=request.messages) for request in planned),
+            sum(request.prompt_tokens(llm.model) for request in planned),
             sum(request.max_tokens for request in planned),
             llm.model,
         )
