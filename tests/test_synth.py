@@ -230,10 +230,12 @@ def test_journal_survives_a_torn_last_line(tmp_path):
     path = tmp_path / "j.jsonl"
     path.write_text(json.dumps({"key": "a", "content": "x"}) + "\n" + '{"key": "b", "cont')
     journal = Journal(path)
-    assert set(journal.entries) == {"a"}
+    assert set(journal.keys()) == {"a"}
     journal.append({"key": "c", "content": "y"})
+    assert journal.get("a")["content"] == "x" and journal.get("c")["content"] == "y" and "b" not in journal
     journal.close()
-    assert set(Journal(path).entries) == {"a", "c"}
+    reopened = Journal(path)
+    assert set(reopened.keys()) == {"a", "c"} and reopened.get("c") == {"key": "c", "content": "y"}
 
 
 def test_kinds_without_brainstormed_tasks_are_skipped_or_refused(tmp_path):

@@ -57,32 +57,50 @@ class DiskResponseCache(BaseCache):
 
 
 class Journal:
-    """Append-only JSON lines of raw answers by key; a torn last line (a kill mid-write) is skipped."""
+    """Append-only JSON lines of raw answers by key; a torn last line (a kill mid-write) is skipped.
+
+    Only an index stays in memory, each key's line offset, not the answers: a paper-scale run journals
+    hundreds of thousands of them, and an answer is read back from the file when it is asked for."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.entries: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.entries[entry["key"]] = entry
-        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run's lifetime
-        if self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
-            self._handle.write("\n")  # end the torn line so the next entry starts clean
+        self._offsets: dict[str, int] = {}
+        self._handle = open(self.path, "a+b")  # noqa: SIM115 - held for the run's lifetime; writes go to the end
+        self._handle.seek(0)
+        offset, line = 0, b"\n"
+        for line in self._handle:
+            try:
+                self._offsets[json.loads(line)["key"]] = offset
+            except json.JSONDecodeError:
+                pass
+            offset += len(line)
+        if not line.endswith(b"\n"):
+            self._handle.write(b"\n")  # end the torn line so the next entry starts clean
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
+        offset = self._offsets.get(key)
+        if offset is None:
+            return None
+        self._handle.seek(offset)
+        return json.loads(self._handle.readline())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def keys(self) -> list[str]:
+        return list(self._offsets)
 
     def append(self, entry: dict[str, Any]) -> None:
         """Make ``entry`` durable before anyone reads it: write, flush, fsync."""
-        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        offset = self._handle.seek(0, os.SEEK_END)
+        self._handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self.entries[entry["key"]] = entry
+        self._offsets[entry["key"]] = offset
 
     @property
     def closed(self) -> bool:

@@ -235,7 +235,7 @@ class LLMClient:
                     journaled = self._from_journal(request, line.custom_id)
                     progress.done(journaled or replace(reply, request=request), on_reply)
 
-            run.run(lines, set(waiting), lambda key: self.journal.get(key) is not None, collect, progress.batches)
+            run.run(lines, set(waiting), lambda key: key in self.journal, collect, progress.batches)
         except openai.APIError as exc:  # the batch API's calls, their retries spent: a rerun resumes
             raise self._fatal(exc) or UserError(
                 f"the provider's batch API failed ({type(exc).__name__}): {_first_line(exc)}; "
