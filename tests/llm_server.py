@@ -334,3 +334,9 @@ def _answer(body: dict[str, Any], prompt: str, identity: str) -> dict[str, Any]:
     if keys == ["tasks"] or '{"tasks"' in prompt:
         return {"tasks": [f"Retrieve {topic} for a query ({tag})." for topic in TASK_TOPICS]}
     return {key: f"{key} text {tag}" for key in keys}
+
+
+if __name__ == "__main__":  # a server in its own process (benchmarks): prints its api_base, serves until killed
+    with FakeLLMServer(latency_s=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as served:
+        print(served.api_base, flush=True)
+        threading.Event().wait()

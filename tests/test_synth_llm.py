@@ -18,7 +18,7 @@ from llm_server import FakeLLMServer, by_hash
 from synthembed.params import Params
 from synthembed.pipeline.run import run_stage
 from synthembed.synth import taxonomy
-from synthembed.synth.generate import load_tasks, plan_requests
+from synthembed.synth.generate import iter_requests, load_tasks, plan_requests
 
 PLANTED_KEY = "sk-test-PLANTED-0123456789abcdef"
 FAST_RETRIES = {"INITIAL_RETRY_DELAY": "0.01", "JITTER": "0.01"}
@@ -384,3 +384,31 @@ def test_cost_per_accepted_example_adds_up_to_the_runs_cost(tmp_path, monkeypatc
     assert _spent(grounded) == pytest.approx(metrics["grounded"]["cost_usd"], abs=1e-7)
     assert again["journal_hits"] == 16 and again["cost_usd"] == 0 == _spent(again["cost_per_kind"])
     assert [c["accepted"] for c in again["cost_per_kind"].values()] == [c["accepted"] for c in costs.values()]
+
+
+def test_the_client_takes_planned_requests_as_it_sends_them(tmp_path, monkeypatch):
+    """A paper-scale plan is never made whole: when the first answer arrives, the planner has made no more
+    requests than there are slots in flight, and every request is still answered, in plan order on disk."""
+    from synthembed.synth.client import LLMClient
+
+    monkeypatch.chdir(tmp_path)
+    with FakeLLMServer(latency_s=0.05) as server:
+        config = Params.model_validate(_config(server, max_concurrency=3))
+        run_stage("brainstorm", config, track=False)
+        made, made_at_first_answer, answered = [], [], []
+
+        def planner():
+            for request in iter_requests(config, load_tasks(config)):
+                made.append(request)
+                yield request
+
+        def on_reply(reply):
+            made_at_first_answer.append(len(made)) if not answered else None
+            answered.append(reply.request.meta["index"])
+
+        stats = LLMClient(config.llm, "generate").run(planner(), on_reply, "generate", total=40)
+    assert made_at_first_answer == [3] and len(made) == 40 and sorted(answered) == list(range(40))
+    assert stats.requests == 40
+    run_stage("generate", config, track=False)  # the stage over the same plan: every answer from the journal
+    plan = plan_requests(config, load_tasks(config))
+    assert [(r["kind"], r["params"]) for r in _records()] == [(r.meta["kind"], r.meta["params"]) for r in plan]

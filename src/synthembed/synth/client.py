@@ -175,28 +175,36 @@ class LLMClient:
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
-    def run(self, requests: Iterable[Request], on_reply: Callable[[Reply], Outcome], desc: str) -> Stats:
+    def run(
+        self, requests: Iterable[Request], on_reply: Callable[[Reply], Outcome], desc: str, total: int | None = None
+    ) -> Stats:
         """Answer every request (or stop at the budget); ``on_reply`` parses each answer as it arrives.
 
-        A client may run several batches (generate's examples, then its grounded requests): the counts and the
-        budget run on across them, and each run reopens the journal that the previous one closed."""
-        requests = list(requests)
+        ``requests`` is read once, in order, as the run goes: with ``total`` (how many it yields) a planner can
+        make them one at a time, so a paper-scale plan is never in memory whole. A client may run several
+        batches (generate's examples, then its grounded requests): the counts and the budget run on across them,
+        and each run reopens the journal that the previous one closed."""
+        if total is None:
+            requests = list(requests)
+            total = len(requests)
         if self.journal.closed:
             self.journal = type(self.journal)(self.journal.path)
         try:
             with litellm_settings(Path(self.settings.cache_dir) / "responses"):
                 if self.settings.mode == "batch":
-                    self._run_batch(requests, on_reply, desc)
+                    self._run_batch(requests, total, on_reply, desc)
                 else:
-                    asyncio.run(self._run_all(requests, on_reply, desc))
+                    asyncio.run(self._run_all(requests, total, on_reply, desc))
         finally:
             self.journal.close()
         return self.stats
 
-    async def _run_all(self, requests: list[Request], on_reply: Callable[[Reply], Outcome], desc: str) -> None:
+    async def _run_all(
+        self, requests: Iterable[Request], total: int, on_reply: Callable[[Reply], Outcome], desc: str
+    ) -> None:
         """``llm.max_concurrency`` workers take the requests in plan order from one iterator: as many coroutines as
         requests in flight, not one per planned request (a paper-scale run plans hundreds of thousands)."""
-        progress = Progress(self.stats, len(requests), desc)
+        progress = Progress(self.stats, total, desc)
         planned = iter(requests)
 
         async def worker() -> None:
@@ -204,15 +212,17 @@ class LLMClient:
                 progress.done(await self._answer(request), on_reply)
 
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.settings.max_concurrency, len(requests)))))
+            await asyncio.gather(*(worker() for _ in range(min(self.settings.max_concurrency, total))))
         finally:
             progress.close()
 
-    def _run_batch(self, requests: list[Request], on_reply: Callable[[Reply], Outcome], desc: str) -> None:
+    def _run_batch(
+        self, requests: Iterable[Request], total: int, on_reply: Callable[[Reply], Outcome], desc: str
+    ) -> None:
         """Answer from the journal and the response cache what they hold, send the rest (as far as the budget
         covers) as provider batches, and turn each line into a reply as an online answer is made."""
         run = BatchRun(Path(self.settings.cache_dir) / "batches", self.stage, self._batch_api())
-        progress = Progress(self.stats, len(requests), desc)
+        progress = Progress(self.stats, total, desc)
         waiting: dict[str, list[Request]] = {}  # by key; an identical request is answered from the first's journal
         try:
             for request in requests:

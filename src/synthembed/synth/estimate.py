@@ -12,7 +12,7 @@ and the few tokens a provider adds to the prompt for the answer's JSON schema.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from synthembed.params import LLMParams
@@ -63,26 +63,23 @@ def online_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float
     return prompt_usd + completion_usd
 
 
-def estimate(requests: list[Request], llm: LLMParams) -> Estimate:
-    """Requests, prompt and completion tokens and their cost per kind (sorted, like the metrics) and in all.
+def estimate(requests: Iterable[Request], llm: LLMParams) -> Estimate:
+    """Requests, prompt and completion tokens and their cost per kind (sorted, like the metrics) and in all, in
+    one pass over ``requests`` (a paper-scale plan is counted as it is made, never held).
 
     The model strings are checked as a real run checks them (an unknown provider is one line); a missing API
     key is only a note, since nothing is sent."""
     for model in (llm.model, *llm.fallbacks):
         check_provider(model)
-    by_kind: dict[str, list[Request]] = defaultdict(list)
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # kind -> requests, prompt, completion tokens
+    capped = 0
     for request in requests:
-        by_kind[request.meta["kind"]].append(request)
-    kinds = [
-        _priced(
-            kind,
-            len(planned),
-            sum(request.prompt_tokens(llm.model) for request in planned),
-            sum(request.max_tokens for request in planned),
-            llm.model,
-        )
-        for kind, planned in sorted(by_kind.items())
-    ]
+        counts = sums[request.meta["kind"]]
+        counts[0] += 1
+        counts[1] += request.prompt_tokens(llm.model)
+        counts[2] += request.max_tokens
+        capped += request.max_tokens < request.meta["answer_tokens"]
+    kinds = [_priced(kind, *counts, llm.model) for kind, counts in sorted(sums.items())]
     total = _priced(
         "total",
         sum(row.requests for row in kinds),
@@ -93,7 +90,6 @@ def estimate(requests: list[Request], llm: LLMParams) -> Estimate:
     notes = []
     if not llm.api_base and (missing := missing_key_variables(llm.model)):
         notes.append(f"a real run of {llm.model} needs {' or '.join(missing)} in the environment (not set)")
-    capped = sum(request.max_tokens < request.meta["answer_tokens"] for request in requests)
     if capped and not is_local(llm.model):
         notes.append(
             f"llm.max_tokens {llm.max_tokens} caps {capped} requests below the size their answers need "

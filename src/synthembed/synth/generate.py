@@ -1,8 +1,10 @@
 """Generate: one training example per request, from a sampled task, kind and template parameters.
 
-Requests are planned up front from ``seed`` alone (kind by weight, task uniformly from the brainstormed ones,
-template parameters from the paper's spaces in ``taxonomy``), so a re-run or a resumed run asks for exactly
-the same prompts; each request's ``max_tokens`` is sized from its kind and parameters (``budget``).
+Requests are planned from ``seed`` alone (kind by weight, task uniformly from the brainstormed ones, template
+parameters from the paper's spaces in ``taxonomy``), so a re-run or a resumed run asks for exactly the same
+prompts; they are made one at a time as the client takes them, and accepted records wait on disk, so memory
+stays flat in the number of requests. Each request's ``max_tokens`` is sized from its kind and parameters
+(``budget``).
 sts and bitext have no brainstormed task: their prompts come from the template parameters only, and their
 records carry the fixed instruction the paper trains them with (``taxonomy.FIXED_TASKS``).
 With ``generate.corpus`` set, the same client then asks for a task and a query per sampled corpus document
@@ -12,16 +14,17 @@ With ``generate.corpus`` set, the same client then asks for a task and a query p
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import json
 import random
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from synthembed.corpus import Document
 from synthembed.errors import UserError
 from synthembed.io import read_jsonl, write_jsonl
 from synthembed.params import Params
@@ -30,6 +33,7 @@ from synthembed.synth import grounded, prompts
 from synthembed.synth.budget import answer_tokens
 from synthembed.synth.client import LLMClient, Reply, Request, is_local
 from synthembed.synth.stage import (
+    AcceptedRecords,
     Rejections,
     answer_request,
     budget_metrics,
@@ -69,8 +73,10 @@ def load_tasks(config: Params) -> dict[str, list[str]]:
     return dict(tasks)
 
 
-def plan_requests(config: Params, tasks: dict[str, list[str]]) -> list[Request]:
-    """The run's requests, fixed by ``config.seed``."""
+def iter_requests(config: Params, tasks: dict[str, list[str]]) -> Iterator[Request]:
+    """The run's requests in plan order, fixed by ``config.seed``, made one at a time as the client takes them:
+    a paper-scale plan (``generate.num_examples`` of them) is never in memory whole. Bad weights fail here,
+    before the first request is made."""
     weights = {
         kind: weight
         for kind, weight in weights_of(config).items()
@@ -79,42 +85,46 @@ def plan_requests(config: Params, tasks: dict[str, list[str]]) -> list[Request]:
     if not weights:
         raise UserError("generate.kinds gives every kind weight 0; give at least one a positive weight")
     languages = allowed_languages(config.generate.languages)
-    rng = random.Random(config.seed)
-    requests = []
-    for index in range(config.generate.num_examples):
-        kind = rng.choices(list(weights), list(weights.values()))[0]
-        task = FIXED_TASKS.get(kind) or rng.choice(tasks[kind])
-        params = sample_params(kind, rng, languages)
-        prompt = prompts.render("generate", kind, task=task, **params)
-        size = answer_tokens(kind, params)
-        seed = request_seed(config.seed, "generate", index)
-        meta = {"index": index, "kind": kind, "task": task, "params": params}
-        requests.append(answer_request(config.llm, prompt, kind, json_schema(kind), size, seed, **meta))
-    return requests
+
+    def planned() -> Iterator[Request]:
+        rng = random.Random(config.seed)
+        for index in range(config.generate.num_examples):
+            kind = rng.choices(list(weights), list(weights.values()))[0]
+            task = FIXED_TASKS.get(kind) or rng.choice(tasks[kind])
+            params = sample_params(kind, rng, languages)
+            prompt = prompts.render("generate", kind, task=task, **params)
+            size = answer_tokens(kind, params)
+            seed = request_seed(config.seed, "generate", index)
+            meta = {"index": index, "kind": kind, "task": task, "params": params}
+            yield answer_request(config.llm, prompt, kind, json_schema(kind), size, seed, **meta)
+
+    return planned()
 
 
-def plan_run(config: Params) -> tuple[list[Request], list[Document], list[Request]]:
-    """Everything a run asks, planned before any request is sent: the examples' requests, the documents of
-    ``generate.corpus`` (none when it is off) and their grounded requests."""
-    requests = plan_requests(config, load_tasks(config))
-    documents = grounded.load_documents(config) if config.generate.corpus else []
-    return requests, documents, grounded.plan_grounded(config, documents)
+def plan_requests(config: Params, tasks: dict[str, list[str]]) -> list[Request]:
+    """All of the run's requests at once, for a plan small enough to hold."""
+    return list(iter_requests(config, tasks))
 
 
-def planned_requests(config: Params) -> list[Request]:
+def planned_requests(config: Params) -> Iterator[Request]:
     """The requests a run would send, examples then grounded ones (``synthembed generate --dry-run``)."""
-    requests, _, grounded_requests = plan_run(config)
-    return [*requests, *grounded_requests]
+    requests = iter_requests(config, load_tasks(config))
+    documents = grounded.load_documents(config) if config.generate.corpus else []
+    return itertools.chain(requests, grounded.plan_grounded(config, documents))
 
 
 def run_generate(config: Params) -> StageResult:
     """Write ``generate.output`` (validated examples) and, with ``generate.corpus``, ``generate.grounded_output``;
     return the metrics."""
     started = time.perf_counter()
-    requests, documents, grounded_requests = plan_run(config)
+    tasks = load_tasks(config)
+    requests = iter_requests(config, tasks)
+    documents = grounded.load_documents(config) if config.generate.corpus else []
+    grounded_requests = grounded.plan_grounded(config, documents)
     client = LLMClient(config.llm, "generate")
-    candidates: dict[int, tuple[dict[str, Any], float]] = {}  # by request: the record and what its answer cost
+    planned = config.generate.num_examples
     reject = Rejections()
+    accepted = AcceptedRecords()
 
     def on_reply(reply: Reply) -> str | None:
         meta = reply.request.meta
@@ -131,30 +141,33 @@ def run_generate(config: Params) -> StageResult:
             "model": reply.model,
             "data": data,
         }
-        candidates[meta["index"]] = record, reply.cost_usd
+        accepted.add(meta["index"], record, reply.cost_usd)
         return None
 
-    stats = client.run(requests, on_reply, desc="generate")
-    # Drop exact duplicates in request order, so a resumed run keeps the same records as a clean one.
-    records, seen = [], set()
-    for index in sorted(candidates):
-        record, cost_usd = candidates[index]
-        fingerprint = json.dumps([record["kind"], record["data"]], sort_keys=True, ensure_ascii=False)
-        if fingerprint in seen:
-            reject(record["kind"], "duplicate", cost_usd)
-            continue
-        seen.add(fingerprint)
-        reject.valid(record["kind"], cost_usd)
-        records.append(record)
-    require_accepted("generate", len(requests), len(records), reject.total, config.llm.cache_dir)
-    write_jsonl(config.generate.output, records)
-    metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(records), reject.total)
-    metrics["planned"] = len(requests)
+    try:
+        stats = client.run(requests, on_reply, desc="generate", total=planned)
+        # Drop exact duplicates in request order, so a resumed run keeps the same records as a clean one.
+        kept, seen = [], set()
+        for index, record, cost_usd in accepted.in_order():
+            fingerprint = json.dumps([record["kind"], record["data"]], sort_keys=True, ensure_ascii=False)
+            digest = hashlib.sha256(fingerprint.encode("utf-8")).digest()
+            if digest in seen:
+                reject(record["kind"], "duplicate", cost_usd)
+                continue
+            seen.add(digest)
+            reject.valid(record["kind"], cost_usd)
+            kept.append(index)
+        require_accepted("generate", planned, len(kept), reject.total, config.llm.cache_dir)
+        write_jsonl(config.generate.output, (record for _, record, _ in accepted.in_order(kept)))
+    finally:
+        accepted.close()
+    metrics = llm_metrics(stats, config.llm.model, time.perf_counter() - started, len(kept), reject.total)
+    metrics["planned"] = planned
     metrics["per_kind"] = reject.by_kind()
     metrics["cost_per_kind"] = reject.cost_by_kind()
     weights = weights_of(config)
     metrics["kind_weights"] = {kind: round(weight / sum(weights.values()), 4) for kind, weight in weights.items()}
-    metrics |= budget_metrics(requests)
+    metrics |= budget_metrics(iter_requests(config, tasks))  # planned again: cheaper than holding the plan
     result = llm_result("generate", metrics, "valid examples", config.llm)
     if not config.generate.corpus:
         return result

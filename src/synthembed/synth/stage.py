@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from statistics import mean
 from typing import Any
 
@@ -35,6 +39,31 @@ def answer_request(
         seed=seed,
         meta={**meta, "answer_tokens": size},
     )
+
+
+class AcceptedRecords:
+    """Parsed answers kept in an unnamed temporary file until the stage writes them in plan order: answers
+    arrive out of order, and a paper-scale run accepts hundreds of thousands. Only each record's offset and
+    cost stay in memory; the file goes when the object is closed."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self._at: dict[int, tuple[int, float]] = {}  # plan index -> (offset, what its answer cost)
+
+    def add(self, index: int, record: dict[str, Any], cost_usd: float) -> None:
+        offset = self._file.seek(0, os.SEEK_END)
+        self._file.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+        self._at[index] = offset, cost_usd
+
+    def in_order(self, indexes: Iterable[int] | None = None) -> Iterator[tuple[int, dict[str, Any], float]]:
+        """(plan index, record, cost) of every record, or of ``indexes``, in plan order."""
+        for index in sorted(self._at if indexes is None else indexes):
+            offset, cost_usd = self._at[index]
+            self._file.seek(offset)
+            yield index, json.loads(self._file.readline()), cost_usd
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class Rejections:
@@ -112,15 +141,17 @@ def llm_metrics(stats: Stats, model: str, wall_s: float, valid: int, rejected: C
     }
 
 
-def budget_metrics(requests: list[Request]) -> dict[str, Any]:
+def budget_metrics(requests: Iterable[Request]) -> dict[str, Any]:
     """The answer budgets sent: their mean per kind, and how many requests ``llm.max_tokens`` capped below the
-    size their kind and parameters call for (``meta["answer_tokens"]``)."""
+    size their kind and parameters call for (``meta["answer_tokens"]``); one pass over ``requests``."""
     by_kind: dict[str, list[int]] = defaultdict(list)
+    capped_requests = 0
     for request in requests:
         by_kind[request.meta["kind"]].append(request.max_tokens)
+        capped_requests += request.max_tokens < request.meta["answer_tokens"]
     return {
         "max_tokens_by_kind": {kind: round(mean(sizes), 1) for kind, sizes in sorted(by_kind.items())},
-        "capped_requests": sum(request.max_tokens < request.meta["answer_tokens"] for request in requests),
+        "capped_requests": capped_requests,
     }
 
 
