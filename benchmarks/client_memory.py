@@ -105,13 +105,9 @@ def main() -> None:
         )
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    print("| planned | answers from | answer s | RSS after imports | before answering | peak | peak kB/request |")
-    print("|" + "---|" * 7)
-    for r in rows:
-        print(
-            f"| {r['planned']:,} | {r['path']} | {r['answer_s']} | {r['imports_mb']} MB | "
-            f"{r['before_answering_mb']} MB | {r['peak_mb']} MB | {r['peak_kb_per_request']} |"
-        )
+    columns = ["planned", "path", "answer_s", "imports_mb", "before_answering_mb", "peak_mb", "peak_kb_per_request"]
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    print("\n".join("| " + " | ".join(str(row.get(name)) for name in columns) + " |" for row in rows))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(rows, indent=2) + "\n")
 
