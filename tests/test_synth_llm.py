@@ -403,7 +403,8 @@ def test_the_client_takes_planned_requests_as_it_sends_them(tmp_path, monkeypatc
                 yield request
 
         def on_reply(reply):
-            made_at_first_answer.append(len(made)) if not answered else None
+            if not answered:
+                made_at_first_answer.append(len(made))
             answered.append(reply.request.meta["index"])
 
         stats = LLMClient(config.llm, "generate").run(planner(), on_reply, "generate", total=40)

@@ -88,9 +88,6 @@ class Journal:
     def __contains__(self, key: str) -> bool:
         return key in self._offsets
 
-    def __len__(self) -> int:
-        return len(self._offsets)
-
     def keys(self) -> list[str]:
         return list(self._offsets)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from synthembed.params import LLMParams
 from synthembed.synth.batch import batch_cost
 from synthembed.synth.client import Request, check_provider, is_local, missing_key_variables
+from synthembed.synth.stage import Budgets
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,12 @@ def estimate(requests: Iterable[Request], llm: LLMParams) -> Estimate:
     for model in (llm.model, *llm.fallbacks):
         check_provider(model)
     sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # kind -> requests, prompt, completion tokens
-    capped = 0
-    for request in requests:
+    budgets = Budgets()
+    for request in budgets.count(requests):
         counts = sums[request.meta["kind"]]
         counts[0] += 1
         counts[1] += request.prompt_tokens(llm.model)
         counts[2] += request.max_tokens
-        capped += request.max_tokens < request.meta["answer_tokens"]
     kinds = [_priced(kind, *counts, llm.model) for kind, counts in sorted(sums.items())]
     total = _priced(
         "total",
@@ -90,7 +90,7 @@ def estimate(requests: Iterable[Request], llm: LLMParams) -> Estimate:
     notes = []
     if not llm.api_base and (missing := missing_key_variables(llm.model)):
         notes.append(f"a real run of {llm.model} needs {' or '.join(missing)} in the environment (not set)")
-    if capped and not is_local(llm.model):
+    if (capped := budgets.capped) and not is_local(llm.model):
         notes.append(
             f"llm.max_tokens {llm.max_tokens} caps {capped} requests below the size their answers need "
             "(llm.max_tokens: auto raises the ceiling, and fewer answers are cut)"

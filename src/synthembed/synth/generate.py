@@ -34,9 +34,9 @@ from synthembed.synth.budget import answer_tokens
 from synthembed.synth.client import LLMClient, Reply, Request, is_local
 from synthembed.synth.stage import (
     AcceptedRecords,
+    Budgets,
     Rejections,
     answer_request,
-    budget_metrics,
     llm_metrics,
     llm_result,
     reply_json,
@@ -125,6 +125,7 @@ def run_generate(config: Params) -> StageResult:
     planned = config.generate.num_examples
     reject = Rejections()
     accepted = AcceptedRecords()
+    budgets = Budgets()
 
     def on_reply(reply: Reply) -> str | None:
         meta = reply.request.meta
@@ -145,7 +146,7 @@ def run_generate(config: Params) -> StageResult:
         return None
 
     try:
-        stats = client.run(requests, on_reply, desc="generate", total=planned)
+        stats = client.run(budgets.count(requests), on_reply, desc="generate", total=planned)
         # Drop exact duplicates in request order, so a resumed run keeps the same records as a clean one.
         kept, seen = [], set()
         for index, record, cost_usd in accepted.in_order():
@@ -167,7 +168,7 @@ def run_generate(config: Params) -> StageResult:
     metrics["cost_per_kind"] = reject.cost_by_kind()
     weights = weights_of(config)
     metrics["kind_weights"] = {kind: round(weight / sum(weights.values()), 4) for kind, weight in weights.items()}
-    metrics |= budget_metrics(iter_requests(config, tasks))  # planned again: cheaper than holding the plan
+    metrics |= budgets.metrics()
     result = llm_result("generate", metrics, "valid examples", config.llm)
     if not config.generate.corpus:
         return result

@@ -8,7 +8,6 @@ import os
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from statistics import mean
 from typing import Any
 
 from synthembed.errors import UserError
@@ -141,18 +140,35 @@ def llm_metrics(stats: Stats, model: str, wall_s: float, valid: int, rejected: C
     }
 
 
+class Budgets:
+    """The answer budgets sent, counted as the requests go by (a paper-scale plan is never held): their mean
+    per kind, and how many requests ``llm.max_tokens`` capped below the size their kind and parameters call for
+    (``meta["answer_tokens"]``)."""
+
+    def __init__(self) -> None:
+        self._by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # kind -> requests, their max_tokens
+        self.capped = 0
+
+    def count(self, requests: Iterable[Request]) -> Iterator[Request]:
+        """``requests``, unchanged, each counted as it passes."""
+        for request in requests:
+            sizes = self._by_kind[request.meta["kind"]]
+            sizes[0] += 1
+            sizes[1] += request.max_tokens
+            self.capped += request.max_tokens < request.meta["answer_tokens"]
+            yield request
+
+    def metrics(self) -> dict[str, Any]:
+        by_kind = {kind: round(total / count, 1) for kind, (count, total) in sorted(self._by_kind.items())}
+        return {"max_tokens_by_kind": by_kind, "capped_requests": self.capped}
+
+
 def budget_metrics(requests: Iterable[Request]) -> dict[str, Any]:
-    """The answer budgets sent: their mean per kind, and how many requests ``llm.max_tokens`` capped below the
-    size their kind and parameters call for (``meta["answer_tokens"]``); one pass over ``requests``."""
-    by_kind: dict[str, list[int]] = defaultdict(list)
-    capped_requests = 0
-    for request in requests:
-        by_kind[request.meta["kind"]].append(request.max_tokens)
-        capped_requests += request.max_tokens < request.meta["answer_tokens"]
-    return {
-        "max_tokens_by_kind": {kind: round(mean(sizes), 1) for kind, sizes in sorted(by_kind.items())},
-        "capped_requests": capped_requests,
-    }
+    """``Budgets`` of a plan already in hand."""
+    budgets = Budgets()
+    for _ in budgets.count(requests):
+        pass
+    return budgets.metrics()
 
 
 def llm_result(stage: str, metrics: dict[str, Any], what: str, settings: LLMParams) -> StageResult:
