@@ -1,18 +1,24 @@
 """Training speed and memory: ``synthembed train``'s model and loss against a plain sentence-transformers run.
 
-Every configuration trains the builtin SmolLM2 backbone with the same LoRA adapters, the same (query,
-positive, hard negative) triplets from SciFact's labeled train claims, the same batch, sequence length,
-learning rate and gradient checkpointing, each in its own process so that peak memory (max RSS) is its own:
+Every configuration trains the builtin SmolLM2 backbone with the same LoRA adapters (``lora`` of params.yaml),
+the same (query, positive, hard negative) triplets from SciFact's labeled train claims, the same batch, sequence
+length, learning rate and gradient checkpointing (``train.gradient_checkpointing``), each in its own process so
+that peak memory (max RSS) is its own:
 
 - ``plain``: a ``SentenceTransformer`` of the backbone's ``Transformer`` (plain text) and mean ``Pooling``,
   peft's ``get_peft_model`` (through our ``attach_lora``, so the adapters are identical) and
-  ``MultipleNegativesRankingLoss``: the run a user would write by hand;
+  ``MultipleNegativesRankingLoss`` in fp32, sentence-transformers' default: the run a user would write by hand;
 - ``ours``: what ``synthembed train`` builds (E5 instruction, EOS, left padding, InfoNCE with the collapse
-  guard's bookkeeping, the no-duplicates sampler);
+  guard's bookkeeping, the no-duplicates sampler) in ``train.precision`` (auto: bf16 where the CPU has bf16
+  units), and on such a CPU ``ours, fp32`` too, to show what bf16 alone buys;
 - ``ours, 8x batch``: the same at ``--large-batch``, the memory a larger negative pool costs;
 - ``ours, 8x batch, GradCache``: that batch through GradCache in mini-batches of ``--batch``.
 
-Throughput counts the steps after the first (warm-up). Run on an idle machine; the ratio is the number to read.
+Throughput counts the steps after the first (warm-up). Tokens are the padded tokens the model ran (what costs
+compute). Model FLOPs follow the usual convention (``flops.py``: 6 x parameters x tokens, plus attention,
+checkpointing's recomputation and GradCache's gradient-free pass). The matmul peak is
+measured in the same process as the report (a 2048-cube ``torch.mm``, median of repeats) in each precision.
+Run on an idle machine; the ratios are the numbers to read.
 
     .venv/bin/python benchmarks/train.py --output benchmarks/results/train.json
 """
@@ -27,6 +33,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from flops import Shape, training_flops
 
 from synthembed import runtime
 
@@ -63,9 +71,10 @@ def worker(spec: dict) -> dict:
     from synthembed.encoder.embedder import PLAIN_TEXT_MODALITY
     from synthembed.encoder.references import resolve_model
     from synthembed.params import load_params
+    from synthembed.runtime import SINGLE_PROCESS
     from synthembed.train.adapter import attach_lora
     from synthembed.train.loss import build_loss
-    from synthembed.train.trainer import LoraTrainer, build_model, training_arguments
+    from synthembed.train.trainer import LoraTrainer, build_model, training_arguments, training_precision
 
     torch.manual_seed(0)
     config = load_params(ROOT / "params.yaml")
@@ -78,13 +87,13 @@ def worker(spec: dict) -> dict:
                     "max_seq_length": spec["seq"],
                     "max_steps": spec["steps"],
                     "save_steps": 10_000,
-                    "precision": "fp32",
+                    "precision": spec["precision"],
                 }
             )
         }
     )
     data = Dataset.from_dict(triplets(spec["batch"] * spec["steps"]))
-    args = training_arguments(config, Path(spec["scratch"]))
+    args = training_arguments(config, Path(spec["scratch"]), SINGLE_PROCESS)
     args.save_strategy = "no"
     args.disable_tqdm = True
 
@@ -116,16 +125,54 @@ def worker(spec: dict) -> dict:
         model = build_model(config)
         loss = build_loss(model, config.train.temperature, spec["mini_batch"], gather_across_devices=False)
         trainer_class = LoraTrainer
+    backbone = model[0].auto_model
+    forwards = {True: [], False: []}  # padded tokens and length of each forward, with and without gradients
+
+    def count_tokens(_module: object, _args: tuple, kwargs: dict) -> None:
+        input_ids = kwargs["input_ids"]
+        forwards[torch.is_grad_enabled()].append((input_ids.numel(), input_ids.shape[1]))
+
+    backbone.register_forward_pre_hook(count_tokens, with_kwargs=True)
     trainer = trainer_class(model=model, args=args, train_dataset=data, loss=loss, callbacks=[StepClock()])
     trainer.train()
     timed = len(step_ends) - 1
     seconds = step_ends[-1] - step_ends[0]
+    share = timed / len(step_ends)  # every step embeds the same columns at the same lengths, so count evenly
+    shape = Shape.of(backbone)
+    flops = share * training_flops(
+        sum(shape.forward(count, length) for count, length in forwards[True]),
+        sum(shape.forward(count, length) for count, length in forwards[False]),
+        config.train.gradient_checkpointing,
+    )
+    tokens = sum(count for count, _length in forwards[True]) * share
     return {
         **{key: spec[key] for key in ("name", "batch", "mini_batch", "seq", "steps")},
+        "precision": training_precision(config.train),
+        "gradient_checkpointing": config.train.gradient_checkpointing,
+        "lora_dropout": config.lora.dropout,
         "examples_per_s": spec["batch"] * timed / seconds,
+        "tokens_per_s": tokens / seconds,
+        "model_tflop_per_s": flops / seconds / 1e12,
         "s_per_step": seconds / timed,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def matmul_peak(precision: str, size: int = 2048, repeats: int = 7) -> float:
+    """This machine's dense matmul rate in ``precision`` (FLOP/s), the median of ``repeats`` products."""
+    import statistics
+
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(seconds)
 
 
 def run_worker(spec: dict) -> dict:
@@ -154,37 +201,50 @@ def main() -> None:
 
     import tempfile
 
+    from synthembed.encoder.precision import resolve_precision
     from synthembed.io import write_json
+    from synthembed.params import load_params
 
+    ours = resolve_precision(load_params(ROOT / "params.yaml").train.precision)
     small = {"batch": args.batch, "mini_batch": None, "seq": args.seq, "steps": args.steps}
     large = {"batch": args.large_batch, "mini_batch": None, "seq": args.seq, "steps": args.large_steps}
     specs = [
-        {"name": "plain", **small},
-        {"name": "ours", **small},
-        {"name": "ours, 8x batch", **large},
-        {"name": "ours, 8x batch, GradCache", **large, "mini_batch": args.batch},
+        {"name": "plain", **small, "precision": "fp32"},
+        {"name": "ours", **small, "precision": ours},
+        *([{"name": "ours, fp32", **small, "precision": "fp32"}] if ours != "fp32" else []),
+        {"name": "ours, 8x batch", **large, "precision": ours},
+        {"name": "ours, 8x batch, GradCache", **large, "mini_batch": args.batch, "precision": ours},
     ]
+    peaks = {precision: matmul_peak(precision) for precision in {"fp32", ours}}
+    print("matmul peak: " + ", ".join(f"{p} {rate / 1e12:.2f} TFLOP/s" for p, rate in sorted(peaks.items())))
     results = []
-    print(f"{'run':<28}{'batch':>6}{'mini':>6}{'ex/s':>8}{'s/step':>8}{'peak MB':>9}")
+    header = f"{'run':<28}{'prec':>6}{'batch':>6}{'mini':>6}{'ex/s':>8}{'tok/s':>8}{'s/step':>8}"
+    print(f"{header}{'of peak':>9}{'peak MB':>9}")
     with tempfile.TemporaryDirectory() as scratch:
         for spec in specs:
             result = run_worker({**spec, "scratch": scratch})
+            result["of_matmul_peak"] = result["model_tflop_per_s"] * 1e12 / peaks[result["precision"]]
             results.append(result)
-            mini = result["mini_batch"] or "-"
             print(
-                f"{result['name']:<28}{result['batch']:>6}{mini:>6}{result['examples_per_s']:>8.2f}"
-                f"{result['s_per_step']:>8.1f}{result['peak_rss_mb']:>9.0f}"
+                f"{result['name']:<28}{result['precision']:>6}{result['batch']:>6}{result['mini_batch'] or '-':>6}"
+                f"{result['examples_per_s']:>8.2f}{result['tokens_per_s']:>8.0f}{result['s_per_step']:>8.1f}"
+                f"{result['of_matmul_peak']:>9.0%}{result['peak_rss_mb']:>9.0f}"
             )
-    plain, ours, big, cached = results
+    runs = {result["name"]: result for result in results}
+    big, cached = runs["ours, 8x batch"], runs["ours, 8x batch, GradCache"]
     ratios = {
-        "ours_vs_plain_throughput": ours["examples_per_s"] / plain["examples_per_s"],
+        "ours_vs_plain_throughput": runs["ours"]["examples_per_s"] / runs["plain"]["examples_per_s"],
         "gradcache_vs_full_batch_memory": cached["peak_rss_mb"] / big["peak_rss_mb"],
         "gradcache_vs_full_batch_throughput": cached["examples_per_s"] / big["examples_per_s"],
     }
+    if "ours, fp32" in runs:
+        ratios["bf16_vs_fp32_throughput"] = runs["ours"]["examples_per_s"] / runs["ours, fp32"]["examples_per_s"]
     for key, value in ratios.items():
         print(f"{key}: {value:.2f}")
     if args.output:
-        write_json(args.output, {"machine": platform.processor() or platform.machine(), "runs": results, **ratios})
+        machine = {"machine": platform.processor() or platform.machine(), "native_bf16": ours == "bf16"}
+        peak = {f"matmul_peak_tflop_per_s_{p}": rate / 1e12 for p, rate in peaks.items()}
+        write_json(args.output, {**machine, **peak, "runs": results, **ratios})
 
 
 if __name__ == "__main__":

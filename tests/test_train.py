@@ -15,11 +15,13 @@ from sentence_transformers import SentenceTransformer
 
 from synthembed.data.records import TrainRecord
 from synthembed.encoder import Embedder
+from synthembed.encoder.convention import QueryConvention
 from synthembed.errors import UserError
 from synthembed.io import write_jsonl
 from synthembed.params import LoraParams, ModelParams, Params, PrepareParams, TrainParams
 from synthembed.pipeline.run import run_stage
 from synthembed.train.adapter import load_adapter_model
+from synthembed.train.trainer import build_model, to_datasets
 
 TOPICS = [
     (
@@ -112,9 +114,24 @@ def test_tiny_run_learns_and_saves_consistent_models(workdir: Path, tiny_decoder
     assert not (workdir / "checkpoints").exists()  # finished runs leave nothing to resume
 
 
+@pytest.mark.parametrize("instructions", [True, False])
+def test_train_instructions_decide_the_anchors_and_the_saved_convention(
+    workdir: Path, tiny_decoder_dir: Path, instructions: bool
+) -> None:
+    """``train.instructions: false`` trains plain queries, and the saved embedder then writes queries plain."""
+    config = make_config(workdir, tiny_decoder_dir, max_steps=2, instructions=instructions)
+    dataset = to_datasets(records(), QueryConvention.of(build_model(config)))
+    prefixed = [anchor.startswith("Instruct: ") for anchor in dataset["hard_negatives"]["anchor"]]
+    assert set(prefixed) == {instructions}
+    run_stage("train", config, track=False)
+    embedder = Embedder.load(str(workdir / "models" / "embedder"), ModelParams(max_seq_length=48, dtype="fp32"))
+    assert embedder.convention.takes_instructions is instructions
+    query, document = embedder.encode_queries(["vitamin d"]), embedder.encode(["vitamin d"])
+    assert np.allclose(query, document, atol=1e-6) is not instructions
+
+
 def test_gradcache_matches_plain_gradients(tiny_decoder_dir: Path, tmp_path: Path) -> None:
     from synthembed.train.loss import CachedInfoNCELoss, InfoNCELoss
-    from synthembed.train.trainer import build_model
 
     torch.manual_seed(0)  # the LoRA init, and with it the gradients' scale, must not depend on earlier tests
     model = build_model(make_config(tmp_path, tiny_decoder_dir))
@@ -178,6 +195,19 @@ def test_training_without_prepared_data_is_a_user_error(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="run `synthembed prepare` first"):
         run_train(make_config(tmp_path, tiny_decoder_dir))
+
+
+def test_records_that_fill_no_batch_are_a_user_error(tmp_path: Path, monkeypatch, tiny_decoder_dir) -> None:
+    """The no-duplicates sampler makes no batch of 4 from records sharing one positive; the trainer would only
+    warn and run zero steps."""
+    monkeypatch.chdir(tmp_path)
+    rows = [
+        TrainRecord("Retrieve the answer", f"question {i}", TOPICS[0][1], None, "test", "long_long") for i in range(8)
+    ]
+    write_jsonl(tmp_path / "data" / "train" / "train.jsonl", (r.to_json() for r in rows))
+    with pytest.raises(UserError, match="training ran no step: 8 records make no batch of 4"):
+        run_stage("train", make_config(tmp_path, tiny_decoder_dir), track=False)
+    assert not (tmp_path / "models" / "embedder").exists()
 
 
 def test_a_failure_inside_the_libraries_is_one_error_line(tmp_path: Path, monkeypatch, tiny_decoder_dir) -> None:

@@ -1,14 +1,16 @@
 """LoRA adapters on the embedder's backbone, through peft directly.
 
 The adapter folder holds peft's ``adapter_config.json`` and ``adapter_model.safetensors`` plus
-``synthembed_adapter.json`` naming the backbone reference and embedder settings, so it loads without guessing
-where the base weights live (peft records only a resolved cache path).
+``synthembed_adapter.json`` naming the backbone reference, the embedder settings and the query convention it was
+trained with, so it loads without guessing where the base weights live (peft records only a resolved cache
+path) or how its queries are written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -16,6 +18,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dic
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
+from synthembed.encoder.convention import QueryConvention
 from synthembed.encoder.embedder import load_sentence_transformer
 from synthembed.errors import UserError
 from synthembed.params import LoraParams, ModelParams
@@ -63,7 +66,8 @@ def gathered(parameters: list[torch.nn.Parameter], zero3: bool):
 def save_adapter(model: SentenceTransformer, path: Path, backbone: str, settings: ModelParams) -> None:
     """Write the adapter files to ``path`` (call inside :func:`gathered` under ZeRO-3)."""
     peft_model(model).save_pretrained(str(path))
-    (path / ADAPTER_META).write_text(json.dumps({"backbone": backbone, "model": settings.model_dump()}, indent=2))
+    meta = {"backbone": backbone, "model": settings.model_dump(), "query_convention": asdict(QueryConvention.of(model))}
+    (path / ADAPTER_META).write_text(json.dumps(meta, indent=2))
     if not (path / ADAPTER_WEIGHTS).exists():
         raise UserError(f"saving the adapter wrote no {ADAPTER_WEIGHTS} under {path}")
 
@@ -85,6 +89,8 @@ def load_adapter_model(path: Path) -> SentenceTransformer:
         raise UserError(f"{path} is not an adapter folder written by `synthembed train` (no {ADAPTER_META})")
     meta = json.loads(meta_file.read_text())
     model = load_sentence_transformer(meta["backbone"], ModelParams(**meta["model"]))
+    if "query_convention" in meta:  # folders written before it was recorded train the backbone's own
+        QueryConvention.from_dict(meta["query_convention"]).attach(model)
     model[0].model = PeftModel.from_pretrained(model[0].model, str(path))
     return model
 

@@ -15,6 +15,7 @@ import math
 import resource
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,13 @@ FINGERPRINT_FILE = "params.json"
 
 
 def build_model(config: Params) -> SentenceTransformer:
-    """The backbone as an embedder (plain text + EOS, pooling per ``model.pooling``) with fresh LoRA
-    adapters."""
+    """The backbone as an embedder (plain text + EOS, pooling per ``model.pooling``, its query convention, or
+    none with ``train.instructions: false``) with fresh LoRA adapters."""
     model = load_sentence_transformer(config.model.backbone, config.model, config.train.max_seq_length)
     if is_decoder(resolve_model(config.model.backbone)) and config.model.append_eos:
         export.check_pooled_token_is_eos(model)
+    if not config.train.instructions:
+        replace(QueryConvention.of(model), takes_instructions=False).attach(model)
     attach_lora(model, config.lora)
     return model
 
@@ -213,6 +216,7 @@ def export_and_verify(config: Params, model: SentenceTransformer, distributed: D
         unset_hf_deepspeed_config()  # rank 0 alone now loads plain models; ZeRO-3 init would wait for peers
     export.export_embedder(out / "adapter", out / "embedder")
     base = load_sentence_transformer(config.model.backbone, config.model)
+    QueryConvention.of(model).attach(base)  # the untrained backbone, writing queries as training did
     eos = is_decoder(resolve_model(config.model.backbone)) and config.model.append_eos
     return export.verify_saved(trained, precision, base, out / "adapter", out / "embedder", eos)
 
@@ -271,6 +275,11 @@ def run_train(config: Params, distributed: Distributed = SINGLE_PROCESS) -> Stag
     started = time.perf_counter()
     outcome = trainer.train(resume_from_checkpoint=resume)
     train_time = time.perf_counter() - started
+    if trainer.state.global_step == 0:  # the trainer only warns, and an unchanged adapter would fail the export
+        raise UserError(
+            f"training ran no step: {len(records)} records make no batch of {config.train.batch_size} without a "
+            "text repeated in it; lower train.batch_size or add distinct records"
+        )
     verification = export_and_verify(config, model, distributed)
     if not distributed.is_main:
         return StageResult({}, "")
