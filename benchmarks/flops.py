@@ -11,6 +11,8 @@ published ones.
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,3 +48,22 @@ def training_flops(with_gradients: float, without_gradients: float, checkpointin
     """A run's model FLOPs from its forward FLOPs with gradients (x3, +1 when checkpointing recomputes) and
     without them (x1: GradCache's first pass)."""
     return 3 * with_gradients + (with_gradients if checkpointing else 0) + without_gradients
+
+
+def matmul_peak(precision: str, size: int, device: str = "cpu", repeats: int = 7) -> float:
+    """This machine's dense matmul rate in ``precision`` (``fp32`` or ``bf16``), FLOP/s: the median of
+    ``repeats`` ``size``-cube products after three warm-up ones."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    seconds = []
+    for repeat in range(repeats + 3):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if repeat >= 3:
+            seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(seconds)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import zipfile
 from pathlib import Path
 
 import torch
-from flops import Shape, training_flops
+from flops import Shape, matmul_peak, training_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT_CORPUS = ROOT / "data" / "eval" / "scifact" / "corpus.jsonl.gz"
@@ -91,23 +90,6 @@ def write_records(path: Path, count: int, seq: int) -> None:
     write_jsonl(path, (record.to_json() for record in records))
 
 
-def matmul_peak(device: str, size: int, repeats: int = 10) -> float:
-    """The chip's bf16 dense matmul rate (FLOP/s): the median of ``repeats`` products after warm-up."""
-    a = torch.randn(size, size, dtype=torch.bfloat16, device=device)
-    b = torch.randn(size, size, dtype=torch.bfloat16, device=device)
-    seconds = []
-    for repeat in range(repeats + 3):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        torch.mm(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if repeat >= 3:
-            seconds.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(seconds)
-
-
 def run(name: str, workdir: Path, backbone: Path, train: dict, seq: int) -> dict:
     """One train stage in ``workdir`` (its own records, checkpoints and outputs); its metrics plus rates.
     The learning rate is 5x the default so that a few steps move the embeddings past the export check's
@@ -164,7 +146,7 @@ def main() -> None:
     if device == "cpu" and not args.tiny:
         raise SystemExit("no GPU visible: the 7B check needs one (use --tiny to run the same code on a CPU)")
     chip = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    peak = matmul_peak(device, 8192 if device == "cuda" else 1024)
+    peak = matmul_peak("bf16", 8192 if device == "cuda" else 1024, device)
     print(f"{chip}: bf16 matmul peak {peak / 1e12:.1f} TFLOP/s", flush=True)
     precision = "bf16" if device == "cuda" else "auto"  # DeepSpeed on a CPU trains fp32
     results = []
