@@ -197,19 +197,6 @@ def test_training_without_prepared_data_is_a_user_error(tmp_path: Path, monkeypa
         run_train(make_config(tmp_path, tiny_decoder_dir))
 
 
-def test_records_that_fill_no_batch_are_a_user_error(tmp_path: Path, monkeypatch, tiny_decoder_dir) -> None:
-    """The no-duplicates sampler makes no batch of 4 from records sharing one positive; the trainer would only
-    warn and run zero steps."""
-    monkeypatch.chdir(tmp_path)
-    rows = [
-        TrainRecord("Retrieve the answer", f"question {i}", TOPICS[0][1], None, "test", "long_long") for i in range(8)
-    ]
-    write_jsonl(tmp_path / "data" / "train" / "train.jsonl", (r.to_json() for r in rows))
-    with pytest.raises(UserError, match="training ran no step: 8 records make no batch of 4"):
-        run_stage("train", make_config(tmp_path, tiny_decoder_dir), track=False)
-    assert not (tmp_path / "models" / "embedder").exists()
-
-
 def test_a_failure_inside_the_libraries_is_one_error_line(tmp_path: Path, monkeypatch, tiny_decoder_dir) -> None:
     import yaml
     from typer.testing import CliRunner
