@@ -39,8 +39,10 @@ MISTRAL_7B = {
     "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
     "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 32768, "sliding_window": 4096,
 }  # fmt: skip
-TINY = {**MISTRAL_7B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
-TINY["num_key_value_heads"] = 2
+TINY = {
+    **MISTRAL_7B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}  # fmt: skip
 
 
 def write_tokenizer(folder: Path, wheels: Path | None) -> None:
@@ -90,7 +92,7 @@ def write_records(path: Path, count: int, seq: int) -> None:
     write_jsonl(path, (record.to_json() for record in records))
 
 
-def run(name: str, workdir: Path, backbone: Path, train: dict, seq: int) -> dict:
+def run(name: str, workdir: Path, backbone: Path, shape: Shape, train: dict, seq: int) -> dict:
     """One train stage in ``workdir`` (its own records, checkpoints and outputs); its metrics plus rates.
     The learning rate is 5x the default so that a few steps move the embeddings past the export check's
     minimum change."""
@@ -118,7 +120,7 @@ def run(name: str, workdir: Path, backbone: Path, train: dict, seq: int) -> dict
         torch.cuda.reset_peak_memory_stats()
     metrics = run_stage("train", config, track=False).metrics
     tokens = metrics["steps"] * train["batch_size"] * 3 * seq  # every text is truncated to seq tokens
-    forward = Shape.of_folder(backbone).forward(tokens, seq)
+    forward = shape.forward(tokens, seq)
     flops = training_flops(forward, forward if train.get("mini_batch_size") else 0.0, checkpointing=True)
     return {
         "run": name,
@@ -158,6 +160,7 @@ def main() -> None:
         started = time.perf_counter()
         write_backbone(backbone, TINY if args.tiny else MISTRAL_7B, device)
         print(f"random backbone written in {time.perf_counter() - started:.0f} s", flush=True)
+        shape = Shape.of_folder(backbone)
         os.chdir(workdir)  # the stage's relative paths (metrics/) land in the scratch folder
         cases = {
             "gradcache": {"batch_size": args.batch, "mini_batch_size": args.mini_batch},
@@ -165,7 +168,8 @@ def main() -> None:
         }
         for name in args.runs:
             train = cases[name]
-            result = run(name, workdir, backbone, {**train, "max_steps": args.steps, "precision": precision}, args.seq)
+            train = {**train, "max_steps": args.steps, "precision": precision}
+            result = run(name, workdir, backbone, shape, train, args.seq)
             result["of_peak"] = result["model_tflop_per_s"] * 1e12 / peak
             results.append(result)
             print(json.dumps(result), flush=True)
